@@ -1,0 +1,130 @@
+"""The ASGI entry point: serves the current Runtime, and swaps in a new one when the configuration changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+from starlette.types import Receive, Scope, Send
+
+from gateway import metrics
+from gateway.config import Settings, load_settings
+from gateway.exceptions import ConfigError
+from gateway.runtime import Runtime
+
+CONFIG_ENV = "GATEWAY_CONFIG"
+
+logger = logging.getLogger("gateway")
+WATCH_INTERVAL_S = 1.0
+
+
+class Gateway:
+    def __init__(self, settings: Settings, *, config_path: str | Path | None = None) -> None:
+        self.config_path = Path(config_path) if config_path is not None else None
+        self.runtime = Runtime(settings)
+        self._retired: set[asyncio.Task[None]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        await self.runtime.app(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        try:
+            await self.startup()
+        except Exception as exc:
+            logger.exception("start-up failed")
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        assert message["type"] == "lifespan.shutdown"
+        await self.shutdown()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def startup(self) -> None:
+        await self.runtime.startup()
+        if self.config_path is not None:
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread
+                loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+            if self.settings.server.watch_config:
+                self._watcher = loop.create_task(self._watch(self.config_path))
+
+    async def shutdown(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+        for task in list(self._retired):
+            task.cancel()
+        await self.runtime.aclose()
+
+    async def reload(self) -> bool:
+        """Load the config file again; a valid one is swapped in whole, an invalid one is logged and refused."""
+        assert self.config_path is not None
+        try:
+            settings = load_settings(self.config_path)
+            runtime = Runtime(settings)
+            await runtime.startup()
+        except ConfigError as exc:
+            metrics.CONFIG_RELOADS.labels("refused").inc()
+            logger.error("configuration refused, the previous one keeps serving:\n%s", exc)
+            return False
+        except Exception:
+            metrics.CONFIG_RELOADS.labels("refused").inc()
+            logger.exception("configuration could not start, the previous one keeps serving")
+            return False
+        old, self.runtime = self.runtime, runtime
+        metrics.CONFIG_RELOADS.labels("applied").inc()
+        logger.info("configuration reloaded from %s", self.config_path)
+        task = asyncio.get_running_loop().create_task(self._retire(old))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+        return True
+
+    async def _retire(self, old: Runtime) -> None:
+        # Requests that started on the old runtime keep its upstream pools until they finish.
+        try:
+            await asyncio.sleep(old.settings.server.drain_timeout)
+        finally:
+            await old.aclose()
+
+    async def _watch(self, path: Path) -> None:
+        last = _mtime(path)
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            current = _mtime(path)
+            if current != last:
+                last = current
+                await self.reload()
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def create_app(settings: Settings | None = None, *, config_path: str | Path | None = None) -> Gateway:
+    """The gateway as an ASGI app, from settings or a YAML file."""
+    if settings is None:
+        settings = load_settings(config_path) if config_path is not None else Settings()
+    return Gateway(settings, config_path=config_path)
+
+
+def app_from_environment() -> Gateway:
+    """Factory for uvicorn workers: the config path comes through GATEWAY_CONFIG."""
+    path = os.environ.get(CONFIG_ENV)
+    return create_app(config_path=path) if path else create_app()

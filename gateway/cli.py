@@ -1,0 +1,119 @@
+"""`gateway run`, `gateway check-config`, `gateway --version`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway import __version__
+from gateway.exceptions import ConfigError
+
+CONFIG_ENV = "GATEWAY_CONFIG"
+DEFAULT_CONFIG = Path("config/gateway.yaml")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="serve the gateway")
+    run.add_argument("--config", help=f"YAML file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG} if present)")
+    run.add_argument("--host", help="overrides server.host")
+    run.add_argument("--port", type=int, help="overrides server.port")
+    run.add_argument("--workers", type=int, help="overrides server.workers")
+
+    check = commands.add_parser("check-config", help="validate a YAML file: exit 0, or print every error and exit 1")
+    check.add_argument("path")
+
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.path)
+    return run_server(args.config, args.host, args.port, args.workers)
+
+
+def check_config(path: str) -> int:
+    from gateway.config import load_settings
+
+    try:
+        load_settings(path)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 1
+    print(f"{path}: ok")
+    return 0
+
+
+def _config_path(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    if os.environ.get(CONFIG_ENV):
+        return os.environ[CONFIG_ENV]
+    return str(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else None
+
+
+def configure_logging() -> None:
+    errors = logging.StreamHandler(sys.stderr)
+    errors.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("gateway")
+    root.addHandler(errors)
+    root.setLevel(logging.INFO)
+    access = logging.getLogger("gateway.access")
+    access.propagate = False
+    lines = logging.StreamHandler(sys.stdout)
+    lines.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(lines)
+
+
+def run_server(config: str | None, host: str | None, port: int | None, workers: int | None) -> int:
+    import uvicorn
+
+    from gateway.config import Settings, load_settings
+
+    path = _config_path(config)
+    try:
+        settings = load_settings(path) if path else Settings()
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 2
+    server = settings.server
+    workers = workers or server.workers
+    if path:
+        os.environ[CONFIG_ENV] = str(Path(path).resolve())
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metrics here, and /metrics in any worker aggregates them all.
+        metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    configure_logging()
+    try:
+        uvicorn.run(
+            "gateway.app:app_from_environment",
+            factory=True,
+            host=host or server.host,
+            port=port if port is not None else server.port,
+            workers=workers,
+            lifespan="on",
+            access_log=False,  # the gateway writes its own JSON access log
+            proxy_headers=False,  # trusted proxies are the gateway's own setting
+            server_header=False,  # upstream responses carry their own Server and Date
+            date_header=False,
+            timeout_graceful_shutdown=int(server.drain_timeout) or None,
+            log_config=None,
+        )
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The configuration schema: immutable models, unknown keys refused, defaults as module constants."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.config.units import ByteSize, Duration
+
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_DRAIN_S = 10.0
+DEFAULT_CONNECT_TIMEOUT_S = 2.0
+DEFAULT_READ_TIMEOUT_S = 30.0
+DEFAULT_FAIL_TIMEOUT_S = 10.0
+DEFAULT_MAX_CONNECTIONS = 200
+DEFAULT_REDIS_DEADLINE_S = 0.010
+DEFAULT_BREAKER_COOLDOWN_S = 30.0
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+EngineKind = Literal["embedded", "redis"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    #: The URL clients use to reach the gateway (short links are built from it).
+    public_url: str = f"http://localhost:{DEFAULT_PORT}"
+    #: Peers whose X-Forwarded-For / -Proto / -Host and identity headers are believed.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    max_body_bytes: ByteSize = DEFAULT_MAX_BODY_BYTES
+    #: How long in-flight requests may finish after a shutdown signal.
+    drain_timeout: Duration = DEFAULT_DRAIN_S
+    access_log: bool = True
+    health_path: str = "/healthz"
+    ready_path: str = "/readyz"
+    metrics_path: str = "/metrics"
+    #: Poll the config file and reload it when it changes (SIGHUP always reloads).
+    watch_config: bool = True
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            return tuple(ipaddress.ip_network(str(item), strict=False) for item in value)
+        return value
+
+    @field_validator("health_path", "ready_path", "metrics_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must start with '/': {value!r}")
+        return value
+
+
+class BreakerSettings(Model):
+    #: Failures (errors or slow calls) within `window` that open the breaker.
+    failures: int = Field(5, ge=1)
+    window: Duration = 10.0
+    cooldown: Duration = DEFAULT_BREAKER_COOLDOWN_S
+    #: A call slower than this counts as a failure even if it succeeds.
+    slow_call: Duration = 0.050
+
+
+class RedisSettings(Model):
+    url: str = "redis://127.0.0.1:6379/0"
+    cluster: bool = False
+    #: Every call on the request path gives up after this long.
+    deadline: Duration = DEFAULT_REDIS_DEADLINE_S
+    breaker: BreakerSettings = BreakerSettings()
+
+
+class DatabaseSettings(Model):
+    #: sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://user@host:port/db
+    url: str = "sqlite:///./var/gateway.db"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError(f"must be a sqlite:// or postgresql:// URL, got {value!r}")
+        return value
+
+
+class EngineSettings(Model):
+    kind: EngineKind = "embedded"
+    redis: RedisSettings = RedisSettings()
+    database: DatabaseSettings = DatabaseSettings()
+
+
+class Timeouts(Model):
+    connect: Duration = DEFAULT_CONNECT_TIMEOUT_S
+    #: Longest wait for the next bytes from the upstream; 0 disables it (long polls, SSE).
+    read: Duration = DEFAULT_READ_TIMEOUT_S
+    #: Deadline for the whole exchange up to the response headers; 0 disables it.
+    total: Duration = 0.0
+
+
+class UpstreamSettings(Model):
+    targets: tuple[str, ...] = Field(min_length=1)
+    timeouts: Timeouts = Timeouts()
+    #: Extra attempts for idempotent requests, on connect errors only.
+    retries: int = Field(1, ge=0, le=5)
+    max_connections: int = Field(DEFAULT_MAX_CONNECTIONS, ge=1)
+    #: A target that fails to connect is skipped for this long (passive health).
+    fail_timeout: Duration = DEFAULT_FAIL_TIMEOUT_S
+
+    @field_validator("targets")
+    @classmethod
+    def _urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for target in value:
+            if not target.startswith(("http://", "https://")):
+                raise ValueError(f"target must be an http:// or https:// URL, got {target!r}")
+        return tuple(target.rstrip("/") for target in value)
+
+
+class RouteMatch(Model):
+    #: Exact host ("api.example.com") or a leading wildcard ("*.example.com").
+    host: str | None = None
+    #: Segment-aware prefix: "/app" matches /app and /app/x, not /apple.
+    path_prefix: str | None = None
+    #: Exact path; "*" stands for one segment ("/users/*/orders").
+    path: str | None = None
+    methods: tuple[str, ...] | None = None
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        methods = tuple(method.upper() for method in value)
+        unknown = sorted(set(methods) - HTTP_METHODS)
+        if unknown:
+            raise ValueError(f"unknown HTTP method(s): {', '.join(unknown)}")
+        return methods
+
+    @field_validator("path_prefix", "path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"must start with '/': {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_path_kind(self) -> RouteMatch:
+        if self.path_prefix is not None and self.path is not None:
+            raise ValueError("give either path_prefix or path, not both")
+        return self
+
+
+class RouteSettings(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    match: RouteMatch
+    upstream: str
+    #: Remove the matched path_prefix before forwarding.
+    strip_prefix: bool = False
+    #: Replace the matched path_prefix with this one before forwarding.
+    rewrite_prefix: str | None = None
+    #: Forward the client's Host header instead of the target's.
+    preserve_host: bool = False
+    websocket: bool = False
+    timeouts: Timeouts | None = None
+    max_body_bytes: ByteSize | None = None
+
+    @model_validator(mode="after")
+    def _prefix_options(self) -> RouteSettings:
+        if (self.strip_prefix or self.rewrite_prefix is not None) and self.match.path_prefix is None:
+            raise ValueError("strip_prefix and rewrite_prefix need match.path_prefix")
+        if self.strip_prefix and self.rewrite_prefix is not None:
+            raise ValueError("give either strip_prefix or rewrite_prefix, not both")
+        return self
+
+
+class Section(Model):
+    """A section later work fills in; today it accepts no keys."""
+
+
+class Settings(Model):
+    server: ServerSettings = ServerSettings()
+    engine: EngineSettings = EngineSettings()
+    upstreams: dict[str, UpstreamSettings] = {}
+    routes: tuple[RouteSettings, ...] = ()
+    identities: Section = Section()
+    ratelimit: Section = Section()
+    shortener: Section = Section()
+    notifications: Section = Section()
+    hooks: tuple[Section, ...] = ()
+
+    def reference_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Problems that span sections (a route naming a missing upstream...), each with its location."""
+        errors: list[tuple[tuple[str | int, ...], str]] = []
+        seen: set[str] = set()
+        for index, route in enumerate(self.routes):
+            if route.upstream not in self.upstreams:
+                errors.append((("routes", index, "upstream"), f"unknown upstream '{route.upstream}'"))
+            if route.name in seen:
+                errors.append((("routes", index, "name"), f"duplicate route name '{route.name}'"))
+            seen.add(route.name)
+        return errors

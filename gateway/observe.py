@@ -1,0 +1,93 @@
+"""The outermost middleware: request id, client address, metrics, the access log, and the error safety net.
+
+Whatever happens further in, the client gets a JSON error body with a status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import metrics
+from gateway.client_ip import TrustedProxies
+from gateway.exceptions import GatewayError, StorageError
+from gateway.proxy.headers import request_id_from
+from gateway.responses import send_error
+
+access_logger = logging.getLogger("gateway.access")
+logger = logging.getLogger("gateway")
+
+
+class ObserveMiddleware:
+    def __init__(self, app: ASGIApp, *, trusted: TrustedProxies, access_log: bool = True) -> None:
+        self.app = app
+        self.trusted = trusted
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):  # pragma: no cover - lifespan is handled by the Gateway
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = scope["headers"]
+        request_id = request_id_from(headers)
+        peer = scope["client"][0] if scope.get("client") else ""
+        forwarded_for = None
+        if self.trusted.networks:
+            for name, value in headers:
+                if name == b"x-forwarded-for":
+                    forwarded_for = value.decode("latin-1")
+        scope["gateway.request_id"] = request_id
+        scope["gateway.client_ip"] = self.trusted.client_ip(peer, forwarded_for)
+        status = 0
+        request_id_header = (b"x-request-id", request_id.encode())
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), request_id_header]
+            await send(message)
+
+        metrics.IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_observed)
+        except GatewayError as exc:
+            if status:
+                raise  # the response has started: breaking the connection is the only signal left
+            status = exc.status
+            extra = [(b"retry-after", b"5")] if isinstance(exc, StorageError) else []
+            await send_error(send_observed, exc.status, exc.error, str(exc), request_id, extra)
+        except Exception:
+            logger.exception("unhandled error for request %s", request_id)
+            if status:
+                raise
+            status = 500
+            await send_error(send_observed, 500, "internal_error", "the gateway failed; see its log", request_id)
+        finally:
+            metrics.IN_FLIGHT.dec()
+            duration = time.perf_counter() - start
+            route = scope.get("gateway.route")
+            route_name = route.name if route is not None else scope.get("gateway.handler", "unmatched")
+            if scope["type"] == "http":
+                metrics.observe_request(route_name, scope["method"], status or 499, duration)
+            if self.access_log:
+                access_logger.info(
+                    json.dumps(
+                        {
+                            "ts": round(time.time(), 3),
+                            "request_id": request_id,
+                            "client": scope["gateway.client_ip"],
+                            "method": scope.get("method", "WS"),
+                            "path": scope["path"],
+                            "route": route_name,
+                            "status": status or 499,
+                            "duration_ms": round(duration * 1000, 3),
+                            "upstream": scope.get("gateway.upstream"),
+                        },
+                        separators=(",", ":"),
+                    )
+                )

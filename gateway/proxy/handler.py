@@ -1,0 +1,282 @@
+"""Forwards a routed HTTP request to its upstream, streaming the body both ways with bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+
+import aiohttp
+from starlette.types import Message, Receive, Scope, Send
+from yarl import URL
+
+from gateway import metrics
+from gateway.client_ip import TrustedProxies
+from gateway.exceptions import BodyTooLarge, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from gateway.proxy.headers import FORWARDED, rewrite_location, strip_hop_by_hop
+from gateway.proxy.upstream import Target, Upstream, client_timeout
+from gateway.proxy.websocket import forward_websocket
+from gateway.routing import Route
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_NO_BODY_STATUS = frozenset({204, 304})
+# Dropped on the way upstream: hop-by-hop ones, ours to set, and Expect (uvicorn answers 100-continue itself).
+_DROP_REQUEST = FORWARDED | {b"host", b"expect"}
+# The gateway sets its own X-Request-ID on every response.
+_DROP_RESPONSE = frozenset({b"x-request-id"})
+
+
+class ClientDisconnected(Exception):
+    """The client went away while its request body was being read."""
+
+
+class _RequestBody:
+    """The client's body as an async iterator, with a size cap; tells when it is finished or broken."""
+
+    def __init__(self, receive: Receive, limit: int, on_done: Callable[[], None]) -> None:
+        self._receive = receive
+        self._limit = limit
+        self._on_done = on_done
+        self.started = False
+        self.too_large = False
+        self.disconnected = False
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        self.started = True
+        size = 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                raise ClientDisconnected()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._limit:
+                self.too_large = True
+                raise BodyTooLarge(f"request body is over {self._limit} bytes")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                self._on_done()
+                return
+
+
+class _DisconnectWatch:
+    """Once the request body is read, waits for http.disconnect and cancels the handler's task."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._owner = asyncio.current_task()
+        self._task: asyncio.Task[None] | None = None
+        self.disconnected = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                if self._owner is not None:
+                    self._owner.cancel()
+                return
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class ProxyHandler:
+    def __init__(self, upstreams: Mapping[str, Upstream], *, trusted: TrustedProxies, max_body_bytes: int) -> None:
+        self.upstreams = upstreams
+        self.trusted = trusted
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route: Route = scope["gateway.route"]
+        upstream = self.upstreams[route.settings.upstream]
+        if scope["type"] == "websocket":
+            await forward_websocket(scope, receive, send, upstream, self._request_headers(scope), self._upstream_target(scope, route))
+            return
+        watch = _DisconnectWatch(receive)
+        try:
+            await self._forward(scope, receive, send, route, upstream, watch)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if watch.disconnected and task is not None and task.uncancel() == 0:
+                metrics.CLIENT_DISCONNECTS.labels(route.name).inc()
+                return  # the client is gone; the upstream response was closed on the way out
+            raise
+        finally:
+            watch.stop()
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, route: Route, upstream: Upstream, watch: _DisconnectWatch
+    ) -> None:
+        method: str = scope["method"]
+        limit = route.settings.max_body_bytes if route.settings.max_body_bytes is not None else self.max_body_bytes
+        body = self._request_body(scope, receive, limit, watch)
+        if body is None:
+            watch.start()
+        headers = self._request_headers(scope)
+        options = {"timeout": client_timeout(route.settings.timeouts)} if route.settings.timeouts else {}
+        total = (route.settings.timeouts or upstream.settings.timeouts).total
+        attempts = 1 + upstream.settings.retries if method in IDEMPOTENT else 1
+        for attempt in range(attempts):
+            target = upstream.pick()
+            scope["gateway.upstream"] = target.url
+            try:
+                async with asyncio.timeout(total or None):
+                    response = await upstream.session.request(
+                        method,
+                        URL(target.url + self._upstream_target(scope, route), encoded=True),
+                        headers=self._with_host(headers, scope, route, target),
+                        data=body.stream() if body is not None else None,
+                        allow_redirects=False,
+                        compress=None,
+                        **options,
+                    )
+                break
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                upstream.mark_failed(target)
+                if body is not None and body.disconnected:
+                    return
+                if attempt + 1 < attempts and (body is None or not body.started):
+                    metrics.UPSTREAM_RETRIES.labels(upstream.name).inc()
+                    continue
+                self._count_error(upstream, exc)
+                raise _translate(exc, body) from exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if body is not None and body.disconnected:
+                    return
+                self._count_error(upstream, exc)
+                raise _translate(exc, body) from exc
+        if body is not None and body.too_large:  # the upstream answered before the cap was hit
+            response.close()
+            raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+        await self._respond(scope, send, route, target, response)
+
+    async def _respond(
+        self, scope: Scope, send: Send, route: Route, target: Target, response: aiohttp.ClientResponse
+    ) -> None:
+        try:
+            headers = strip_hop_by_hop(((name.lower(), value) for name, value in response.raw_headers), _DROP_RESPONSE)
+            if route.public_prefix is not None:
+                headers = self._rewrite_locations(headers, route, target)
+            await send({"type": "http.response.start", "status": response.status, "headers": headers})
+            if scope["method"] == "HEAD" or response.status in _NO_BODY_STATUS:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            content = response.content
+            try:
+                while True:
+                    chunk = await content.readany()
+                    done = not chunk or content.at_eof()
+                    message: Message = {"type": "http.response.body", "body": chunk, "more_body": not done}
+                    await send(message)
+                    if done:
+                        return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # Headers are out: the only honest signal left is to break the connection.
+                self._count_error(self.upstreams[route.settings.upstream], exc)
+                raise _translate(exc, None) from exc
+        finally:
+            # Synchronous close: cannot be interrupted by cancellation, so the pool never leaks a connection.
+            response.close()
+
+    def _request_body(self, scope: Scope, receive: Receive, limit: int, watch: _DisconnectWatch) -> _RequestBody | None:
+        length = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise BodyTooLarge("invalid Content-Length") from None
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        if length is not None and length > limit:
+            raise BodyTooLarge(f"request body of {length} bytes is over the limit of {limit} bytes")
+        if not chunked and not length:
+            return None
+        return _RequestBody(receive, limit, watch.start)
+
+    def _request_headers(self, scope: Scope) -> list[tuple[str, str]]:
+        incoming = scope["headers"]
+        peer = scope["client"][0] if scope.get("client") else ""
+        trusted = self.trusted.is_trusted(peer)
+        forwarded_for = forwarded_proto = forwarded_host = host = None
+        for name, value in incoming:
+            if name == b"x-forwarded-for":
+                forwarded_for = value.decode("latin-1") if forwarded_for is None else f"{forwarded_for}, {value.decode('latin-1')}"
+            elif name == b"x-forwarded-proto":
+                forwarded_proto = value.decode("latin-1")
+            elif name == b"x-forwarded-host":
+                forwarded_host = value.decode("latin-1")
+            elif name == b"host":
+                host = value.decode("latin-1")
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in strip_hop_by_hop(incoming, extra_drop=_DROP_REQUEST)
+        ]
+        if trusted and forwarded_for:
+            headers.append(("x-forwarded-for", f"{forwarded_for}, {peer}"))
+        else:
+            headers.append(("x-forwarded-for", peer))
+        headers.append(("x-forwarded-proto", forwarded_proto if trusted and forwarded_proto else scope["scheme"]))
+        if (trusted and forwarded_host) or host:
+            headers.append(("x-forwarded-host", forwarded_host if trusted and forwarded_host else host or ""))
+        headers.append(("x-request-id", scope["gateway.request_id"]))
+        if host is not None:
+            headers.append(("host", host))  # replaced by the target's in _with_host unless preserve_host
+        return headers
+
+    @staticmethod
+    def _with_host(
+        headers: list[tuple[str, str]], scope: Scope, route: Route, target: Target
+    ) -> list[tuple[str, str]]:
+        if route.settings.preserve_host:
+            return headers
+        return [(name, value) for name, value in headers if name != "host"] + [("host", target.netloc)]
+
+    @staticmethod
+    def _upstream_target(scope: Scope, route: Route) -> str:
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        path = raw_path.decode("latin-1")
+        if route.public_prefix is not None:
+            if path.startswith(route.public_prefix):
+                path = route.upstream_path(path)
+            else:  # the raw path is percent-encoded differently from the prefix: use the decoded path
+                path = route.upstream_path(scope["path"])
+        query: bytes = scope.get("query_string", b"")
+        return path + "?" + query.decode("latin-1") if query else path
+
+    @staticmethod
+    def _rewrite_locations(headers: list[tuple[bytes, bytes]], route: Route, target: Target) -> list[tuple[bytes, bytes]]:
+        assert route.public_prefix is not None
+        upstream_prefix = target.base_path + route.upstream_path(route.public_prefix)
+        result = []
+        for name, value in headers:
+            if name in (b"location", b"content-location"):
+                location = rewrite_location(value.decode("latin-1"), route.public_prefix, upstream_prefix, target.netloc)
+                value = location.encode("latin-1")
+            result.append((name, value))
+        return result
+
+    @staticmethod
+    def _count_error(upstream: Upstream, exc: BaseException) -> None:
+        kind = "timeout" if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError) else "connect"
+        if isinstance(exc, aiohttp.ClientError) and not isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerTimeoutError):
+            kind = "protocol"
+        metrics.UPSTREAM_ERRORS.labels(upstream.name, kind).inc()
+
+
+def _translate(exc: BaseException, body: _RequestBody | None) -> Exception:
+    if body is not None and body.too_large:
+        return BodyTooLarge(f"request body is over the limit of {body._limit} bytes")
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout("the upstream did not answer in time")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamConnectError(f"cannot connect to the upstream: {exc.os_error.strerror or exc}")
+    return UpstreamError(f"the upstream broke the exchange: {type(exc).__name__}")

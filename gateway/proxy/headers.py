@@ -1,0 +1,65 @@
+"""Header hygiene for both directions of the proxy (RFC 9110 §7.6.1 hop-by-hop rules)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Set by the gateway itself; a client's copy would be a spoof unless it comes through a trusted proxy.
+FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"})
+_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]], extra_drop: frozenset[bytes] = frozenset()) -> Headers:
+    """Drop hop-by-hop headers, the headers that Connection names, and `extra_drop` (lower-case names)."""
+    headers = list(headers)
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+    drop = HOP_BY_HOP | extra_drop | named
+    return [(name, value) for name, value in headers if name.lower() not in drop]
+
+
+def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The client's X-Request-ID if it is well formed, else a new one."""
+    for name, value in headers:
+        if name == b"x-request-id" and _VALID_REQUEST_ID.match(value):
+            return value.decode("ascii")
+    return uuid.uuid4().hex
+
+
+def rewrite_location(location: str, public_prefix: str, upstream_prefix: str, target_netloc: str) -> str:
+    """Map a Location the upstream gave for its own paths back to the path the client used."""
+    parts = urlsplit(location)
+    if parts.scheme and parts.netloc.lower() != target_netloc.lower():
+        return location  # a redirect to somewhere else: leave it alone
+    path = parts.path
+    if not path.startswith("/"):
+        return location  # relative reference: already relative to the client's URL
+    upstream_prefix = upstream_prefix.rstrip("/")
+    if upstream_prefix and not (path == upstream_prefix or path.startswith(upstream_prefix + "/")):
+        return location
+    rewritten = public_prefix.rstrip("/") + path[len(upstream_prefix):]
+    if parts.query:
+        rewritten += "?" + parts.query
+    if parts.fragment:
+        rewritten += "#" + parts.fragment
+    return rewritten or "/"

@@ -1,0 +1,68 @@
+"""Everything built from one configuration. A reload builds a new Runtime and swaps it in whole."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway import health
+from gateway.client_ip import TrustedProxies
+from gateway.config.models import Settings
+from gateway.dispatch import Dispatcher
+from gateway.observe import ObserveMiddleware
+from gateway.proxy.handler import ProxyHandler
+from gateway.proxy.upstream import Upstream
+from gateway.routing import Router
+
+logger = logging.getLogger("gateway")
+API_PREFIX = "/api/"
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        server = settings.server
+        self.trusted = TrustedProxies(server.trusted_proxies)
+        self.upstreams = {name: Upstream(name, upstream) for name, upstream in settings.upstreams.items()}
+        self.router = Router(settings.routes)
+        self.readiness: dict[str, health.ReadinessCheck] = {}
+        self.proxy = ProxyHandler(self.upstreams, trusted=self.trusted, max_body_bytes=server.max_body_bytes)
+        self.own = Starlette(routes=self._own_routes(), exception_handlers={HTTPException: _http_error})
+        dispatcher = Dispatcher(
+            router=self.router,
+            proxy=self.proxy,
+            own_paths={server.health_path: "_healthz", server.ready_path: "_readyz", server.metrics_path: "_metrics"},
+            own_prefixes={API_PREFIX: "_api"},
+            own=self.own,
+        )
+        self.app = ObserveMiddleware(dispatcher, trusted=self.trusted, access_log=server.access_log)
+
+    def _own_routes(self) -> list[BaseRoute]:
+        server = self.settings.server
+        return [
+            Route(server.health_path, health.healthz, methods=["GET", "HEAD"]),
+            Route(server.ready_path, health.readyz(self.readiness), methods=["GET", "HEAD"]),
+            Route(server.metrics_path, health.metrics_endpoint, methods=["GET"]),
+        ]
+
+    async def startup(self) -> None:
+        """Opens what needs the event loop; called before the runtime serves its first request."""
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(upstream.aclose() for upstream in self.upstreams.values()))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": error, "detail": exc.detail, "request_id": request.scope.get("gateway.request_id")},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
