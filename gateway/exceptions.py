@@ -3,6 +3,7 @@
 GatewayError
 ├── ConfigError             the YAML is invalid (carries every problem, file:line: field: message)
 ├── StorageError            a state engine (Redis, the database) failed or missed its deadline → 503
+│   └── CircuitOpen             its circuit breaker refused the call without trying it           → 503
 └── UpstreamError           the upstream could not give a response                             → 502
     ├── UpstreamConnectError    connection refused, reset or unresolvable                        → 502
     ├── UpstreamTimeout         connect or read deadline passed                                  → 504
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "BodyTooLarge",
+    "CircuitOpen",
     "ConfigError",
     "GatewayError",
     "StorageError",
@@ -46,6 +48,15 @@ class StorageError(GatewayError):
 
     status = 503
     error = "storage_unavailable"
+
+
+class CircuitOpen(StorageError):
+    """A circuit breaker refused the call without trying the dependency."""
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        super().__init__(f"circuit {name!r} is open; next probe in {retry_after:.1f}s")
+        self.name = name
+        self.retry_after = retry_after
 
 
 class UpstreamError(GatewayError):

@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 
-import aiohttp
 from starlette.types import Message, Receive, Scope, Send
-from yarl import URL
 
 from gateway import metrics
 from gateway.client_ip import TrustedProxies
 from gateway.exceptions import BodyTooLarge, UpstreamConnectError, UpstreamError, UpstreamTimeout
-from gateway.proxy.headers import FORWARDED, rewrite_location, strip_hop_by_hop
-from gateway.proxy.upstream import Target, Upstream, client_timeout
+from gateway.proxy.headers import FORWARDED, Headers, rewrite_location, strip_hop_by_hop
+from gateway.proxy.http1 import ConnectError, ProtocolError, Response
+from gateway.proxy.upstream import Target, Upstream
 from gateway.proxy.websocket import forward_websocket
 from gateway.routing import Route
 
+WATCH_DELAY_S = 0.05
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _NO_BODY_STATUS = frozenset({204, 304})
 # Dropped on the way upstream: hop-by-hop ones, ours to set, and Expect (uvicorn answers 100-continue itself).
@@ -61,17 +61,26 @@ class _RequestBody:
 
 
 class _DisconnectWatch:
-    """Once the request body is read, waits for http.disconnect and cancels the handler's task."""
+    """Once the request body is read, waits for http.disconnect and cancels the handler's task.
+
+    Most exchanges finish in a few milliseconds, so the watching task is only created if the exchange is
+    still running after WATCH_DELAY_S: a timer handle costs far less than a task per request.
+    """
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
         self._owner = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self.disconnected = False
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._watch())
+        if self._timer is None and self._task is None:
+            self._timer = asyncio.get_running_loop().call_later(WATCH_DELAY_S, self._spawn)
+
+    def _spawn(self) -> None:
+        self._timer = None
+        self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
         while True:
@@ -83,6 +92,8 @@ class _DisconnectWatch:
                 return
 
     def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self._task is not None:
             self._task.cancel()
 
@@ -97,7 +108,8 @@ class ProxyHandler:
         route: Route = scope["gateway.route"]
         upstream = self.upstreams[route.settings.upstream]
         if scope["type"] == "websocket":
-            await forward_websocket(scope, receive, send, upstream, self._request_headers(scope), self._upstream_target(scope, route))
+            headers = self._request_headers(scope)
+            await forward_websocket(scope, receive, send, upstream, headers, self._upstream_target(scope, route))
             return
         watch = _DisconnectWatch(receive)
         try:
@@ -116,76 +128,87 @@ class ProxyHandler:
     ) -> None:
         method: str = scope["method"]
         limit = route.settings.max_body_bytes if route.settings.max_body_bytes is not None else self.max_body_bytes
-        body = self._request_body(scope, receive, limit, watch)
+        body, chunked = self._request_body(scope, receive, limit, watch)
         if body is None:
             watch.start()
+        timeouts = route.settings.timeouts or upstream.settings.timeouts
+        read_timeout = timeouts.read or None
         headers = self._request_headers(scope)
-        options = {"timeout": client_timeout(route.settings.timeouts)} if route.settings.timeouts else {}
-        total = (route.settings.timeouts or upstream.settings.timeouts).total
+        request_target = self._upstream_target(scope, route).encode("latin-1")
         attempts = 1 + upstream.settings.retries if method in IDEMPOTENT else 1
         for attempt in range(attempts):
             target = upstream.pick()
             scope["gateway.upstream"] = target.url
             try:
-                async with asyncio.timeout(total or None):
-                    response = await upstream.session.request(
-                        method,
-                        URL(target.url + self._upstream_target(scope, route), encoded=True),
-                        headers=self._with_host(headers, scope, route, target),
-                        data=body.stream() if body is not None else None,
-                        allow_redirects=False,
-                        compress=None,
-                        **options,
+                async with asyncio.timeout(timeouts.total or None):
+                    response = await target.pool.request(
+                        method.encode(),
+                        target.base_path.encode() + request_target,
+                        self._with_host(headers, route, target),
+                        body.stream() if body is not None else None,
+                        chunked=chunked,
+                        read_timeout=read_timeout,
                     )
                 break
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            except ConnectError as exc:
                 upstream.mark_failed(target)
-                if body is not None and body.disconnected:
-                    return
                 if attempt + 1 < attempts and (body is None or not body.started):
                     metrics.UPSTREAM_RETRIES.labels(upstream.name).inc()
                     continue
-                self._count_error(upstream, exc)
-                raise _translate(exc, body) from exc
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                _count_error(upstream, "connect")
+                raise UpstreamConnectError(f"cannot connect to the upstream: {exc}") from exc
+            except (ProtocolError, TimeoutError, ClientDisconnected, BodyTooLarge) as exc:
                 if body is not None and body.disconnected:
-                    return
-                self._count_error(upstream, exc)
-                raise _translate(exc, body) from exc
-        if body is not None and body.too_large:  # the upstream answered before the cap was hit
-            response.close()
-            raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
-        await self._respond(scope, send, route, target, response)
+                    return  # the client is gone: nobody to answer
+                raise self._failure(upstream, exc, body) from exc
+        await self._respond(scope, send, route, upstream, target, response, read_timeout)
 
     async def _respond(
-        self, scope: Scope, send: Send, route: Route, target: Target, response: aiohttp.ClientResponse
+        self,
+        scope: Scope,
+        send: Send,
+        route: Route,
+        upstream: Upstream,
+        target: Target,
+        response: Response,
+        read_timeout: float | None,
     ) -> None:
         try:
-            headers = strip_hop_by_hop(((name.lower(), value) for name, value in response.raw_headers), _DROP_RESPONSE)
+            headers = strip_hop_by_hop(response.headers, _DROP_RESPONSE)
             if route.public_prefix is not None:
                 headers = self._rewrite_locations(headers, route, target)
             await send({"type": "http.response.start", "status": response.status, "headers": headers})
             if scope["method"] == "HEAD" or response.status in _NO_BODY_STATUS:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-            content = response.content
             try:
                 while True:
-                    chunk = await content.readany()
-                    done = not chunk or content.at_eof()
+                    chunk = await response.read(read_timeout)
+                    done = response.at_eof
                     message: Message = {"type": "http.response.body", "body": chunk, "more_body": not done}
                     await send(message)
                     if done:
                         return
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (ProtocolError, TimeoutError) as exc:
                 # Headers are out: the only honest signal left is to break the connection.
-                self._count_error(self.upstreams[route.settings.upstream], exc)
-                raise _translate(exc, None) from exc
+                raise self._failure(upstream, exc, None) from exc
         finally:
-            # Synchronous close: cannot be interrupted by cancellation, so the pool never leaks a connection.
+            # Synchronous: cannot be interrupted by cancellation, so the pool never leaks a connection.
             response.close()
 
-    def _request_body(self, scope: Scope, receive: Receive, limit: int, watch: _DisconnectWatch) -> _RequestBody | None:
+    @staticmethod
+    def _failure(upstream: Upstream, exc: BaseException, body: _RequestBody | None) -> UpstreamError:
+        if body is not None and body.too_large or isinstance(exc, BodyTooLarge):
+            return BodyTooLarge(f"request body is over the limit of {body._limit if body else 0} bytes")
+        if isinstance(exc, TimeoutError):
+            _count_error(upstream, "timeout")
+            return UpstreamTimeout("the upstream did not answer in time")
+        _count_error(upstream, "protocol")
+        return UpstreamError(f"the upstream broke the exchange: {exc}")
+
+    def _request_body(
+        self, scope: Scope, receive: Receive, limit: int, watch: _DisconnectWatch
+    ) -> tuple[_RequestBody | None, bool]:
         length = None
         chunked = False
         for name, value in scope["headers"]:
@@ -199,46 +222,44 @@ class ProxyHandler:
         if length is not None and length > limit:
             raise BodyTooLarge(f"request body of {length} bytes is over the limit of {limit} bytes")
         if not chunked and not length:
-            return None
-        return _RequestBody(receive, limit, watch.start)
+            return None, False
+        return _RequestBody(receive, limit, watch.start), length is None
 
-    def _request_headers(self, scope: Scope) -> list[tuple[str, str]]:
+    def _request_headers(self, scope: Scope) -> Headers:
         incoming = scope["headers"]
         peer = scope["client"][0] if scope.get("client") else ""
         trusted = self.trusted.is_trusted(peer)
         forwarded_for = forwarded_proto = forwarded_host = host = None
         for name, value in incoming:
             if name == b"x-forwarded-for":
-                forwarded_for = value.decode("latin-1") if forwarded_for is None else f"{forwarded_for}, {value.decode('latin-1')}"
+                forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
             elif name == b"x-forwarded-proto":
-                forwarded_proto = value.decode("latin-1")
+                forwarded_proto = value
             elif name == b"x-forwarded-host":
-                forwarded_host = value.decode("latin-1")
+                forwarded_host = value
             elif name == b"host":
-                host = value.decode("latin-1")
-        headers = [
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in strip_hop_by_hop(incoming, extra_drop=_DROP_REQUEST)
-        ]
-        if trusted and forwarded_for:
-            headers.append(("x-forwarded-for", f"{forwarded_for}, {peer}"))
-        else:
-            headers.append(("x-forwarded-for", peer))
-        headers.append(("x-forwarded-proto", forwarded_proto if trusted and forwarded_proto else scope["scheme"]))
-        if (trusted and forwarded_host) or host:
-            headers.append(("x-forwarded-host", forwarded_host if trusted and forwarded_host else host or ""))
-        headers.append(("x-request-id", scope["gateway.request_id"]))
+                host = value
+        headers = strip_hop_by_hop(incoming, extra_drop=_DROP_REQUEST)
+        peer_bytes = peer.encode()
+        headers.append(
+            (b"x-forwarded-for", forwarded_for + b", " + peer_bytes if trusted and forwarded_for else peer_bytes)
+        )
+        headers.append(
+            (b"x-forwarded-proto", forwarded_proto if trusted and forwarded_proto else scope["scheme"].encode())
+        )
+        original_host = forwarded_host if trusted and forwarded_host else host
+        if original_host:
+            headers.append((b"x-forwarded-host", original_host))
+        headers.append((b"x-request-id", scope["gateway.request_id"].encode()))
         if host is not None:
-            headers.append(("host", host))  # replaced by the target's in _with_host unless preserve_host
+            headers.append((b"host", host))  # replaced by the target's in _with_host unless preserve_host
         return headers
 
     @staticmethod
-    def _with_host(
-        headers: list[tuple[str, str]], scope: Scope, route: Route, target: Target
-    ) -> list[tuple[str, str]]:
+    def _with_host(headers: Headers, route: Route, target: Target) -> Headers:
         if route.settings.preserve_host:
             return headers
-        return [(name, value) for name, value in headers if name != "host"] + [("host", target.netloc)]
+        return [(name, value) for name, value in headers if name != b"host"] + [(b"host", target.netloc.encode())]
 
     @staticmethod
     def _upstream_target(scope: Scope, route: Route) -> str:
@@ -253,30 +274,19 @@ class ProxyHandler:
         return path + "?" + query.decode("latin-1") if query else path
 
     @staticmethod
-    def _rewrite_locations(headers: list[tuple[bytes, bytes]], route: Route, target: Target) -> list[tuple[bytes, bytes]]:
+    def _rewrite_locations(headers: Headers, route: Route, target: Target) -> Headers:
         assert route.public_prefix is not None
         upstream_prefix = target.base_path + route.upstream_path(route.public_prefix)
         result = []
         for name, value in headers:
             if name in (b"location", b"content-location"):
-                location = rewrite_location(value.decode("latin-1"), route.public_prefix, upstream_prefix, target.netloc)
+                location = rewrite_location(
+                    value.decode("latin-1"), route.public_prefix, upstream_prefix, target.netloc
+                )
                 value = location.encode("latin-1")
             result.append((name, value))
         return result
 
-    @staticmethod
-    def _count_error(upstream: Upstream, exc: BaseException) -> None:
-        kind = "timeout" if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError) else "connect"
-        if isinstance(exc, aiohttp.ClientError) and not isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerTimeoutError):
-            kind = "protocol"
-        metrics.UPSTREAM_ERRORS.labels(upstream.name, kind).inc()
 
-
-def _translate(exc: BaseException, body: _RequestBody | None) -> Exception:
-    if body is not None and body.too_large:
-        return BodyTooLarge(f"request body is over the limit of {body._limit} bytes")
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        return UpstreamTimeout("the upstream did not answer in time")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamConnectError(f"cannot connect to the upstream: {exc.os_error.strerror or exc}")
-    return UpstreamError(f"the upstream broke the exchange: {type(exc).__name__}")
+def _count_error(upstream: Upstream, kind: str) -> None:
+    metrics.UPSTREAM_ERRORS.labels(upstream.name, kind).inc()

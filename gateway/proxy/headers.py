@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -38,12 +39,17 @@ def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]], extra_drop: frozens
     return [(name, value) for name, value in headers if name.lower() not in drop]
 
 
+# A random per-process prefix and a counter: unique across workers and replicas, and cheaper than uuid4.
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
 def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
     """The client's X-Request-ID if it is well formed, else a new one."""
     for name, value in headers:
         if name == b"x-request-id" and _VALID_REQUEST_ID.match(value):
             return value.decode("ascii")
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
 
 
 def rewrite_location(location: str, public_prefix: str, upstream_prefix: str, target_netloc: str) -> str:
@@ -57,7 +63,7 @@ def rewrite_location(location: str, public_prefix: str, upstream_prefix: str, ta
     upstream_prefix = upstream_prefix.rstrip("/")
     if upstream_prefix and not (path == upstream_prefix or path.startswith(upstream_prefix + "/")):
         return location
-    rewritten = public_prefix.rstrip("/") + path[len(upstream_prefix):]
+    rewritten = public_prefix.rstrip("/") + path[len(upstream_prefix) :]
     if parts.query:
         rewritten += "?" + parts.query
     if parts.fragment:

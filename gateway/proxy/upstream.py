@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from gateway.config.models import Timeouts, UpstreamSettings
+from gateway.proxy.http1 import ConnectionPool
 
 
 @dataclass
@@ -18,21 +19,27 @@ class Target:
     netloc: str
     #: Path prefix of the target URL ("" for http://host:port).
     base_path: str
+    pool: ConnectionPool
     down_until: float = field(default=0.0)
 
 
 class Upstream:
-    """One aiohttp session per upstream, chosen by measurement: see bench/README.md.
-
-    httpx stays the client everywhere off the hot path; under proxy concurrency its pool churned
-    (about a tenth of aiohttp's throughput here).
+    """HTTP goes through one keep-alive pool per target (gateway.proxy.http1, chosen by measurement: see
+    bench/README.md); WebSocket upgrades go through an aiohttp session, created on the first upgrade.
     """
 
     def __init__(self, name: str, settings: UpstreamSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.settings = settings
         self.targets = [
-            Target(url=url, netloc=urlsplit(url).netloc, base_path=urlsplit(url).path.rstrip("/"))
+            Target(
+                url=url,
+                netloc=urlsplit(url).netloc,
+                base_path=urlsplit(url).path.rstrip("/"),
+                pool=ConnectionPool(
+                    url, max_connections=settings.max_connections, connect_timeout=settings.timeouts.connect or None
+                ),
+            )
             for url in settings.targets
         ]
         self._clock = clock
@@ -41,7 +48,7 @@ class Upstream:
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        # Created on first use so that it binds to the running event loop of the worker.
+        """For WebSocket upgrades; created on first use so that it binds to the worker's event loop."""
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self.settings.max_connections, limit_per_host=0, ttl_dns_cache=60, keepalive_timeout=30
@@ -72,12 +79,12 @@ class Upstream:
         target.down_until = self._clock() + self.settings.fail_timeout
 
     async def aclose(self) -> None:
+        for target in self.targets:
+            target.pool.close_idle()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
 
 def client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(
-        total=None, sock_connect=timeouts.connect or None, sock_read=timeouts.read or None
-    )
+    return aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect or None, sock_read=timeouts.read or None)

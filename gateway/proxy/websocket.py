@@ -8,14 +8,17 @@ import aiohttp
 from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
+from gateway.proxy.headers import Headers
 from gateway.proxy.upstream import Upstream
 
 # aiohttp negotiates these itself for the upstream leg.
-_HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"})
+_HANDSHAKE = frozenset(
+    {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol", b"host"}
+)
 
 
 async def forward_websocket(
-    scope: Scope, receive: Receive, send: Send, upstream: Upstream, headers: list[tuple[str, str]], path: str
+    scope: Scope, receive: Receive, send: Send, upstream: Upstream, headers: Headers, path: str
 ) -> None:
     message = await receive()
     if message["type"] != "websocket.connect":
@@ -25,7 +28,9 @@ async def forward_websocket(
     try:
         ws = await upstream.session.ws_connect(
             url,
-            headers=[(name, value) for name, value in headers if name not in _HANDSHAKE and name != "host"],
+            headers=[
+                (name.decode("latin-1"), value.decode("latin-1")) for name, value in headers if name not in _HANDSHAKE
+            ],
             protocols=tuple(scope.get("subprotocols", ())),
             autoping=True,
         )
