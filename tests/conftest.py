@@ -1,9 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+from gateway.engines.database import Database
 from tests import services
 
 
@@ -24,3 +27,25 @@ def postgres_server() -> Iterator[services.PostgresServer]:
 def redis_cluster() -> Iterator[list[services.RedisServer]]:
     with services.redis_cluster() as servers:
         yield servers
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A fresh, connected database on each dialect: SQLite in a temp file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path}/gateway.db")
+        await db.connect()
+        yield db
+        await db.aclose()
+        return
+    server: services.PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = Database(server.url)
+    await admin.connect()
+    await admin.execute(f"CREATE DATABASE {name}")
+    db = Database(server.url.rsplit("/", 1)[0] + f"/{name}")
+    await db.connect()
+    yield db
+    await db.aclose()
+    await admin.execute(f"DROP DATABASE {name}")
+    await admin.aclose()
