@@ -7,12 +7,16 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.config import Settings, load_settings
+from gateway.engines.state import Engines
+from gateway.events import EventBus
 from gateway.exceptions import ConfigError
 from gateway.runtime import Runtime
 
@@ -25,7 +29,10 @@ WATCH_INTERVAL_S = 1.0
 class Gateway:
     def __init__(self, settings: Settings, *, config_path: str | Path | None = None) -> None:
         self.config_path = Path(config_path) if config_path is not None else None
-        self.runtime = Runtime(settings)
+        #: Process-level: they outlive a configuration reload (see gateway.engines.state).
+        self.events = EventBus()
+        self.engines = Engines(settings.engine, self.events)
+        self.runtime = Runtime(settings, self.engines, self.events)
         self._retired: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
 
@@ -55,6 +62,8 @@ class Gateway:
         await send({"type": "lifespan.shutdown.complete"})
 
     async def startup(self) -> None:
+        self.events.start()
+        await self.engines.start()
         await self.runtime.startup()
         if self.config_path is not None:
             loop = asyncio.get_running_loop()
@@ -69,36 +78,49 @@ class Gateway:
         for task in list(self._retired):
             task.cancel()
         await self.runtime.aclose()
+        await self.events.aclose()
+        await self.engines.aclose()
 
     async def reload(self) -> bool:
         """Load the config file again; a valid one is swapped in whole, an invalid one is logged and refused."""
         assert self.config_path is not None
+        engines = None
         try:
             settings = load_settings(self.config_path)
-            runtime = Runtime(settings)
+            if settings.engine != self.engines.settings:
+                engines = Engines(settings.engine, self.events)
+                await engines.start()
+            runtime = Runtime(settings, engines or self.engines, self.events)
             await runtime.startup()
-        except ConfigError as exc:
+        except Exception as exc:
             metrics.CONFIG_RELOADS.labels("refused").inc()
-            logger.error("configuration refused, the previous one keeps serving:\n%s", exc)
-            return False
-        except Exception:
-            metrics.CONFIG_RELOADS.labels("refused").inc()
-            logger.exception("configuration could not start, the previous one keeps serving")
+            if isinstance(exc, ConfigError):
+                logger.error("configuration refused, the previous one keeps serving:\n%s", exc)
+            else:
+                logger.exception("configuration could not start, the previous one keeps serving")
+            if engines is not None:
+                await engines.aclose()
             return False
         old, self.runtime = self.runtime, runtime
+        if engines is not None:
+            old_engines, self.engines = self.engines, engines
+            self._retire_later(old_engines.aclose(), old.settings.server.drain_timeout)
         metrics.CONFIG_RELOADS.labels("applied").inc()
         logger.info("configuration reloaded from %s", self.config_path)
-        task = asyncio.get_running_loop().create_task(self._retire(old))
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
+        # Requests that started on the old runtime keep its upstream pools until they finish.
+        self._retire_later(old.aclose(), old.settings.server.drain_timeout)
         return True
 
-    async def _retire(self, old: Runtime) -> None:
-        # Requests that started on the old runtime keep its upstream pools until they finish.
-        try:
-            await asyncio.sleep(old.settings.server.drain_timeout)
-        finally:
-            await old.aclose()
+    def _retire_later(self, close: Coroutine[Any, Any, None], delay: float) -> None:
+        async def retire() -> None:
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                await close
+
+        task = asyncio.get_running_loop().create_task(retire())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
 
     async def _watch(self, path: Path) -> None:
         last = _mtime(path)

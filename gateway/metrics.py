@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import prometheus_client
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -17,6 +18,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+# The _created series double the exposition for no use here.
+prometheus_client.disable_created_metrics()
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -28,10 +32,37 @@ REQUEST_DURATION = Histogram(
     "gateway_request_duration_seconds", "Time to the last response byte, by route.", ["route"], buckets=LATENCY_BUCKETS
 )
 IN_FLIGHT = Gauge("gateway_requests_in_flight", "Requests being handled.", multiprocess_mode="livesum")
-UPSTREAM_ERRORS = Counter("gateway_upstream_errors", "Failed upstream exchanges, by upstream and kind.", ["upstream", "kind"])
-UPSTREAM_RETRIES = Counter("gateway_upstream_retries", "Requests retried on another attempt after a connect error.", ["upstream"])
+UPSTREAM_ERRORS = Counter(
+    "gateway_upstream_errors", "Failed upstream exchanges, by upstream and kind.", ["upstream", "kind"]
+)
+UPSTREAM_RETRIES = Counter(
+    "gateway_upstream_retries", "Requests retried on another attempt after a connect error.", ["upstream"]
+)
 CLIENT_DISCONNECTS = Counter(
     "gateway_client_disconnects", "Clients that went away before their response was complete.", ["route"]
+)
+RATELIMIT_DECISIONS = Counter(
+    "gateway_ratelimit_decisions",
+    "Rate-limit decisions by rule, tier and result (allowed, refused, shadow_refused, failed_open, failed_closed, "
+    "local_allowed, local_refused).",
+    ["rule", "tier", "result"],
+)
+RATELIMIT_NEAR_LIMIT = Counter(
+    "gateway_ratelimit_near_limit",
+    "Allowed requests that left less than 20% of a window, by rule and tier.",
+    ["rule", "tier"],
+)
+RATELIMIT_ENGINE_SECONDS = Histogram(
+    "gateway_ratelimit_engine_seconds",
+    "Time of one rate-limit engine call.",
+    ["engine"],
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05),
+)
+BREAKER_STATE = Gauge(
+    "gateway_breaker_state",
+    "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+    ["breaker"],
+    multiprocess_mode="max",
 )
 CONFIG_RELOADS = Counter("gateway_config_reloads", "Configuration reload attempts, by result.", ["result"])
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,3 +35,8 @@ async def send_error(
     **extra: Any,
 ) -> None:
     await send_json(send, status, {"error": error, "detail": detail, "request_id": request_id, **extra}, headers)
+
+
+def iso_time(epoch: float) -> str:
+    """RFC 3339 UTC, rounded up to the second (a reset never reads earlier than it is)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(epoch)))

@@ -15,9 +15,15 @@ from gateway import health
 from gateway.client_ip import TrustedProxies
 from gateway.config.models import Settings
 from gateway.dispatch import Dispatcher
+from gateway.engines.state import Engines
+from gateway.events import EventBus
+from gateway.identity import IdentityMiddleware, IdentityResolver
 from gateway.observe import ObserveMiddleware
 from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.upstream import Upstream
+from gateway.ratelimit import api as ratelimit_api
+from gateway.ratelimit.middleware import RateLimitMiddleware
+from gateway.ratelimit.service import RateLimitService
 from gateway.routing import Router
 
 logger = logging.getLogger("gateway")
@@ -25,23 +31,30 @@ API_PREFIX = "/api/"
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    """The request pipeline: observe → identity → rate limit → dispatch (own API, proxy routes)."""
+
+    def __init__(self, settings: Settings, engines: Engines, events: EventBus) -> None:
         self.settings = settings
+        self.engines = engines
+        self.events = events
         server = settings.server
         self.trusted = TrustedProxies(server.trusted_proxies)
         self.upstreams = {name: Upstream(name, upstream) for name, upstream in settings.upstreams.items()}
         self.router = Router(settings.routes)
-        self.readiness: dict[str, health.ReadinessCheck] = {}
+        self.readiness: dict[str, health.ReadinessCheck] = dict(engines.readiness)
+        self.identities = IdentityResolver(settings.identities, settings.ratelimit.tiers, self.trusted)
+        self.ratelimit = RateLimitService(
+            settings.ratelimit, engines.scripts, breaker=engines.breaker, events=events, local_engine=engines.embedded
+        )
         self.proxy = ProxyHandler(self.upstreams, trusted=self.trusted, max_body_bytes=server.max_body_bytes)
         self.own = Starlette(routes=self._own_routes(), exception_handlers={HTTPException: _http_error})
+        own_paths = {server.health_path: "_healthz", server.ready_path: "_readyz", server.metrics_path: "_metrics"}
         dispatcher = Dispatcher(
-            router=self.router,
-            proxy=self.proxy,
-            own_paths={server.health_path: "_healthz", server.ready_path: "_readyz", server.metrics_path: "_metrics"},
-            own_prefixes={API_PREFIX: "_api"},
-            own=self.own,
+            router=self.router, proxy=self.proxy, own_paths=own_paths, own_prefixes={API_PREFIX: "_api"}, own=self.own
         )
-        self.app = ObserveMiddleware(dispatcher, trusted=self.trusted, access_log=server.access_log)
+        limited = RateLimitMiddleware(dispatcher, service=self.ratelimit, exempt_paths=own_paths)
+        identified = IdentityMiddleware(limited, resolver=self.identities)
+        self.app = ObserveMiddleware(identified, trusted=self.trusted, access_log=server.access_log)
 
     def _own_routes(self) -> list[BaseRoute]:
         server = self.settings.server
@@ -49,6 +62,7 @@ class Runtime:
             Route(server.health_path, health.healthz, methods=["GET", "HEAD"]),
             Route(server.ready_path, health.readyz(self.readiness), methods=["GET", "HEAD"]),
             Route(server.metrics_path, health.metrics_endpoint, methods=["GET"]),
+            *ratelimit_api.routes(self.ratelimit, self.identities),
         ]
 
     async def startup(self) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from gateway.config.base import Model, upper_methods
+from gateway.config.ratelimit import IdentitySettings, RateLimitSettings
 from gateway.config.units import ByteSize, Duration
 
 DEFAULT_PORT = 8080
@@ -18,13 +20,8 @@ DEFAULT_FAIL_TIMEOUT_S = 10.0
 DEFAULT_MAX_CONNECTIONS = 200
 DEFAULT_REDIS_DEADLINE_S = 0.010
 DEFAULT_BREAKER_COOLDOWN_S = 30.0
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
 EngineKind = Literal["embedded", "redis"]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ServerSettings(Model):
@@ -133,13 +130,7 @@ class RouteMatch(Model):
     @field_validator("methods")
     @classmethod
     def _methods(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if value is None:
-            return None
-        methods = tuple(method.upper() for method in value)
-        unknown = sorted(set(methods) - HTTP_METHODS)
-        if unknown:
-            raise ValueError(f"unknown HTTP method(s): {', '.join(unknown)}")
-        return methods
+        return upper_methods(value)
 
     @field_validator("path_prefix", "path")
     @classmethod
@@ -187,8 +178,8 @@ class Settings(Model):
     engine: EngineSettings = EngineSettings()
     upstreams: dict[str, UpstreamSettings] = {}
     routes: tuple[RouteSettings, ...] = ()
-    identities: Section = Section()
-    ratelimit: Section = Section()
+    identities: IdentitySettings = IdentitySettings()
+    ratelimit: RateLimitSettings = RateLimitSettings()
     shortener: Section = Section()
     notifications: Section = Section()
     hooks: tuple[Section, ...] = ()
@@ -203,4 +194,23 @@ class Settings(Model):
             if route.name in seen:
                 errors.append((("routes", index, "name"), f"duplicate route name '{route.name}'"))
             seen.add(route.name)
+        tiers = set(self.ratelimit.tiers)
+
+        def check_tier(location: tuple[str | int, ...], tier: str) -> None:
+            if tier not in tiers:
+                errors.append((location, f"unknown tier '{tier}' (declared: {', '.join(self.ratelimit.tiers)})"))
+
+        identities = self.identities
+        check_tier(("identities", "anonymous_tier"), identities.anonymous_tier)
+        if identities.user_header is not None:
+            check_tier(("identities", "user_header", "default_tier"), identities.user_header.default_tier)
+        keys: set[str] = set()
+        for index, api_key in enumerate(identities.api_keys):
+            check_tier(("identities", "api_keys", index, "tier"), api_key.tier)
+            if api_key.key in keys:
+                errors.append((("identities", "api_keys", index, "key"), "duplicate API key"))
+            keys.add(api_key.key)
+        for index, rule in enumerate(self.ratelimit.rules):
+            for tier in rule.tiers or ():
+                check_tier(("ratelimit", "rules", index, "tier"), tier)
         return errors

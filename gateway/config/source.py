@@ -41,8 +41,9 @@ def read_yaml(text: str, environ: Mapping[str, str] | None = None) -> tuple[Any,
     return _build(loader, node, (), lines, env), lines
 
 
-def _build(loader: yaml.SafeLoader, node: yaml.Node, location: Location, lines: dict[Location, int],
-           env: Mapping[str, str]) -> Any:
+def _build(
+    loader: yaml.SafeLoader, node: yaml.Node, location: Location, lines: dict[Location, int], env: Mapping[str, str]
+) -> Any:
     lines[location] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}

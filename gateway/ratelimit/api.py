@@ -1,0 +1,104 @@
+"""The rate-limit API: a caller's own windows, and the internal check other services and proxies can share."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.identity import Identity, IdentityResolver
+from gateway.ratelimit.service import RateLimitService
+from gateway.responses import iso_time
+
+
+def error(request: Request, status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"error": code, "detail": detail, "request_id": request.scope.get("gateway.request_id"), **extra}
+    return JSONResponse(body, status_code=status)
+
+
+def caller(request: Request) -> Identity:
+    identity: Identity | None = request.scope.get("gateway.identity")
+    if identity is None:  # pragma: no cover - the identity middleware always runs first in the gateway
+        raise RuntimeError("no identity in scope")
+    return identity
+
+
+def routes(service: RateLimitService, resolver: IdentityResolver) -> list[BaseRoute]:
+    async def status(request: Request) -> Response:
+        identity = caller(request)
+        limits = []
+        for rule in service.rules.for_tier(identity.tier):
+            decision = await service.peek(identity, rule)
+            if decision is None:
+                return error(request, 503, "rate_limit_unavailable", "the rate-limit engine is unavailable")
+            for state in decision.windows:
+                limits.append(
+                    {
+                        "rule": rule.name,
+                        "window": state.window.name,
+                        "limit": state.limit,
+                        "remaining": state.remaining,
+                        "reset_at": iso_time(state.reset_at),
+                    }
+                )
+        return JSONResponse({"user_id": identity.user_id, "tier": identity.tier, "limits": limits})
+
+    async def check(request: Request) -> Response:
+        identity = caller(request)
+        if identity.kind != "api_key" or not identity.admin:
+            return error(request, 403, "forbidden", "the check API needs the API key of an admin identity")
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError:
+            return error(request, 400, "invalid_json", "the body must be a JSON object")
+        if not isinstance(body, dict):
+            return error(request, 400, "invalid_json", "the body must be a JSON object")
+        user_id, endpoint = body.get("user_id"), body.get("endpoint")
+        tier, cost, method = body.get("tier"), body.get("cost"), body.get("method", "GET")
+        if not isinstance(user_id, str) or not user_id:
+            return error(request, 400, "invalid_field", "user_id must be a non-empty string", field="user_id")
+        if not isinstance(endpoint, str) or not endpoint.startswith("/"):
+            return error(request, 400, "invalid_field", "endpoint must be a path starting with '/'", field="endpoint")
+        if tier is None:
+            tier = (
+                resolver.tier_of(user_id)
+                or (resolver.settings.user_header.default_tier if resolver.settings.user_header else None)
+                or resolver.settings.anonymous_tier
+            )
+        if not isinstance(tier, str) or tier not in service.settings.tiers:
+            return error(
+                request, 400, "invalid_field", f"tier must be one of {list(service.settings.tiers)}", field="tier"
+            )
+        if cost is not None and (not isinstance(cost, int) or isinstance(cost, bool) or cost < 1):
+            return error(request, 400, "invalid_field", "cost must be a positive integer", field="cost")
+        if not isinstance(method, str):
+            return error(request, 400, "invalid_field", "method must be a string", field="method")
+        subject = Identity(user_id, tier, "user_header")
+        rule = service.rules.match(tier, endpoint, method.upper())
+        if rule is None:
+            return JSONResponse(
+                {"allowed": True, "remaining": None, "limit": None, "reset_at": None, "retry_after": 0, "rule": None}
+            )
+        verdict = await service.decide(subject, rule, cost or rule.cost, path=endpoint)
+        retry_after = math.ceil(verdict.retry_after) if not verdict.allowed else 0
+        payload: dict[str, Any] = {
+            "allowed": verdict.allowed,
+            "retry_after": retry_after,
+            "rule": rule.name,
+            "result": verdict.result,
+        }
+        if verdict.decision is not None:
+            tightest = verdict.decision.tightest
+            payload.update(limit=tightest.limit, remaining=tightest.remaining, reset_at=iso_time(tightest.reset_at))
+        else:
+            payload.update(limit=None, remaining=None, reset_at=None)
+        return JSONResponse(payload, status_code=200)
+
+    return [
+        Route("/api/v1/rate-limit/status", status, methods=["GET"]),
+        Route("/api/v1/rate-limit/check", check, methods=["POST"]),
+    ]
