@@ -92,6 +92,9 @@ class IdentityMiddleware:
         try:
             scope["gateway.identity"] = self.resolver.resolve(scope)
         except InvalidApiKey:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": "invalid API key"})
+                return
             header = self.resolver.settings.api_key_header
             await send_error(
                 send, 401, "invalid_api_key", f"the {header} header names no known key", scope.get("gateway.request_id")

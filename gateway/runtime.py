@@ -46,7 +46,9 @@ class Runtime:
         self.ratelimit = RateLimitService(
             settings.ratelimit, engines.scripts, breaker=engines.breaker, events=events, local_engine=engines.embedded
         )
-        self.proxy = ProxyHandler(self.upstreams, trusted=self.trusted, max_body_bytes=server.max_body_bytes)
+        self.proxy = ProxyHandler(
+            self.upstreams, trusted=self.trusted, max_body_bytes=server.max_body_bytes, events=events
+        )
         self.own = Starlette(routes=self._own_routes(), exception_handlers={HTTPException: _http_error})
         own_paths = {server.health_path: "_healthz", server.ready_path: "_readyz", server.metrics_path: "_metrics"}
         dispatcher = Dispatcher(

@@ -8,6 +8,7 @@ import pytest
 
 from gateway.engines.database import Database
 from tests import services
+from tests.proxy_fixtures import upstream  # noqa: F401  (the session's test upstream, for every module)
 
 
 @pytest.fixture(scope="session")

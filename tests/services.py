@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -24,6 +25,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too, so at most 55535."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def wait_for_port(port: int, timeout: float = 15.0) -> None:
@@ -94,7 +109,7 @@ def redis_server() -> Iterator[RedisServer]:
 def redis_cluster(nodes: int = 3) -> Iterator[list[RedisServer]]:
     """A Redis Cluster of `nodes` masters and no replicas."""
     with tempfile.TemporaryDirectory(prefix="gw-cluster-") as directory:
-        servers = [RedisServer(port=free_port(), directory=directory, cluster=True) for _ in range(nodes)]
+        servers = [RedisServer(port=free_cluster_port(), directory=directory, cluster=True) for _ in range(nodes)]
         try:
             for server in servers:
                 server.start()

@@ -9,6 +9,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.client_ip import TrustedProxies
+from gateway.events import EventBus
 from gateway.exceptions import BodyTooLarge, UpstreamConnectError, UpstreamError, UpstreamTimeout
 from gateway.proxy.headers import FORWARDED, Headers, rewrite_location, strip_hop_by_hop
 from gateway.proxy.http1 import ConnectError, ProtocolError, Response
@@ -99,10 +100,18 @@ class _DisconnectWatch:
 
 
 class ProxyHandler:
-    def __init__(self, upstreams: Mapping[str, Upstream], *, trusted: TrustedProxies, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        upstreams: Mapping[str, Upstream],
+        *,
+        trusted: TrustedProxies,
+        max_body_bytes: int,
+        events: EventBus | None = None,
+    ) -> None:
         self.upstreams = upstreams
         self.trusted = trusted
         self.max_body_bytes = max_body_bytes
+        self.events = events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route: Route = scope["gateway.route"]
@@ -155,12 +164,12 @@ class ProxyHandler:
                 if attempt + 1 < attempts and (body is None or not body.started):
                     metrics.UPSTREAM_RETRIES.labels(upstream.name).inc()
                     continue
-                _count_error(upstream, "connect")
+                self._upstream_error(scope, upstream, "connect", exc)
                 raise UpstreamConnectError(f"cannot connect to the upstream: {exc}") from exc
             except (ProtocolError, TimeoutError, ClientDisconnected, BodyTooLarge) as exc:
                 if body is not None and body.disconnected:
                     return  # the client is gone: nobody to answer
-                raise self._failure(upstream, exc, body) from exc
+                raise self._failure(scope, upstream, exc, body) from exc
         await self._respond(scope, send, route, upstream, target, response, read_timeout)
 
     async def _respond(
@@ -191,20 +200,35 @@ class ProxyHandler:
                         return
             except (ProtocolError, TimeoutError) as exc:
                 # Headers are out: the only honest signal left is to break the connection.
-                raise self._failure(upstream, exc, None) from exc
+                raise self._failure(scope, upstream, exc, None) from exc
         finally:
             # Synchronous: cannot be interrupted by cancellation, so the pool never leaks a connection.
             response.close()
 
-    @staticmethod
-    def _failure(upstream: Upstream, exc: BaseException, body: _RequestBody | None) -> UpstreamError:
+    def _failure(
+        self, scope: Scope, upstream: Upstream, exc: BaseException, body: _RequestBody | None
+    ) -> UpstreamError:
         if body is not None and body.too_large or isinstance(exc, BodyTooLarge):
             return BodyTooLarge(f"request body is over the limit of {body._limit if body else 0} bytes")
         if isinstance(exc, TimeoutError):
-            _count_error(upstream, "timeout")
+            self._upstream_error(scope, upstream, "timeout", exc)
             return UpstreamTimeout("the upstream did not answer in time")
-        _count_error(upstream, "protocol")
+        self._upstream_error(scope, upstream, "protocol", exc)
         return UpstreamError(f"the upstream broke the exchange: {exc}")
+
+    def _upstream_error(self, scope: Scope, upstream: Upstream, kind: str, exc: BaseException) -> None:
+        metrics.UPSTREAM_ERRORS.labels(upstream.name, kind).inc()
+        if self.events is not None:
+            route: Route = scope["gateway.route"]
+            self.events.emit(
+                "upstream.error",
+                upstream=upstream.name,
+                route=route.name,
+                kind=kind,
+                target=scope.get("gateway.upstream"),
+                detail=str(exc)[:200],
+                request_id=scope["gateway.request_id"],
+            )
 
     def _request_body(
         self, scope: Scope, receive: Receive, limit: int, watch: _DisconnectWatch
@@ -286,7 +310,3 @@ class ProxyHandler:
                 value = location.encode("latin-1")
             result.append((name, value))
         return result
-
-
-def _count_error(upstream: Upstream, kind: str) -> None:
-    metrics.UPSTREAM_ERRORS.labels(upstream.name, kind).inc()
