@@ -62,7 +62,10 @@ class _Connection(asyncio.Protocol):
         self.pool._forget(self)
         response = self._response
         if response is not None and not response.complete:
-            response._fail(ProtocolError("the upstream closed the connection"))
+            if exc is None and response.until_close:
+                response._finish(reusable=False)  # RFC 9112 §6.3: the close is the end of this body
+            else:
+                response._fail(ProtocolError("the upstream closed the connection"))
         if self._write_ready is not None:
             self._write_ready.set()
 
@@ -87,6 +90,8 @@ class _Connection(asyncio.Protocol):
         if response is None or 100 <= status < 200:
             return  # 1xx interim responses are not forwarded; the final response follows on this connection
         response._start(status, self._headers)
+        if status not in (204, 304) and not _has_framing(self._headers):
+            response.until_close = True
         if response.head_only:
             # llhttp cannot be told that a HEAD response has no body, so finish here and drop the connection.
             response._finish(reusable=False)
@@ -131,6 +136,8 @@ class Response:
         self.headers: Headers = []
         self.complete = False
         self.received_any = False
+        #: Neither Content-Length nor chunked: the body ends when the upstream closes the connection.
+        self.until_close = False
         self._reusable = False
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
@@ -171,7 +178,7 @@ class Response:
         # A body that cannot be sent (client gone, over the size cap) ends the exchange with its error.
         if not writer.cancelled() and writer.exception() is not None:
             error = writer.exception()
-            assert error is not None
+            assert isinstance(error, Exception)
             self._fail(error)
             self._connection.abort()
 
@@ -235,6 +242,14 @@ class Response:
                 assert self.writer is not None
                 self.writer.cancel()
         connection.pool._slots.release()
+
+
+def _has_framing(headers: Headers) -> bool:
+    """Whether a response head delimits its body (Content-Length or chunked) rather than leaving it to the close."""
+    return any(
+        name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower())
+        for name, value in headers
+    )
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
