@@ -316,3 +316,12 @@ async def test_script_flush_is_survived(upstream: UpstreamServer, own_redis: ser
         assert await statuses(client, 1) == [200]
         redis.Redis.from_url(own_redis.url).script_flush()
         assert await statuses(client, 2) == [200, 429]
+
+
+async def test_a_cost_over_the_limit_is_refused_without_retry_after(upstream: UpstreamServer, engine_yaml: str) -> None:
+    rules = '    - {match: "/app/*", windows: ["3/1m"], cost: 5}'
+    async with running(yaml_for(upstream.url, rules, engine_yaml)) as (_, client):
+        response = await client.get("/app/hello")
+    assert response.status_code == 429
+    assert "retry-after" not in response.headers
+    assert response.json()["retry_after"] is None

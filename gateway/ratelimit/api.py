@@ -84,7 +84,8 @@ def routes(service: RateLimitService, resolver: IdentityResolver) -> list[BaseRo
                 {"allowed": True, "remaining": None, "limit": None, "reset_at": None, "retry_after": 0, "rule": None}
             )
         verdict = await service.decide(subject, rule, cost or rule.cost, path=endpoint)
-        retry_after = math.ceil(verdict.retry_after) if not verdict.allowed else 0
+        never = math.isinf(verdict.retry_after)
+        retry_after = None if never else (math.ceil(verdict.retry_after) if not verdict.allowed else 0)
         payload: dict[str, Any] = {
             "allowed": verdict.allowed,
             "retry_after": retry_after,

@@ -66,7 +66,8 @@ class RateLimitMiddleware:
 
     async def _refuse(self, scope: Scope, send: Send, verdict: Verdict) -> None:
         request_id = scope.get("gateway.request_id")
-        retry_after = max(1, math.ceil(verdict.retry_after))
+        # A request whose cost is over the limit can never pass: no Retry-After, and null in the body.
+        retry_after = None if math.isinf(verdict.retry_after) else max(1, math.ceil(verdict.retry_after))
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1013, "reason": "rate limited"})
             return
@@ -77,7 +78,7 @@ class RateLimitMiddleware:
                 "rate_limit_unavailable",
                 "the rate limiter is unavailable and this rule fails closed",
                 request_id,
-                [(b"retry-after", str(retry_after).encode())],
+                [(b"retry-after", str(retry_after or 1).encode())],
                 retry_after=retry_after,
             )
             return

@@ -1,0 +1,95 @@
+"""Response headers from a Decision: IETF draft-ietf-httpapi-ratelimit-headers (-10/-11), legacy X-RateLimit-*.
+
+Pure functions returning ASGI-ready `(name, value)` byte pairs, names lowercased as ASGI expects:
+
+    RateLimit-Policy: "1m";q=100;w=60, "1d";q=10000;w=86400
+    RateLimit: "1m";r=42;t=17
+    X-RateLimit-Limit: 100 / X-RateLimit-Remaining: 42 / X-RateLimit-Reset: 17
+    Retry-After: 51                                   (refusals only)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from gateway.ratelimit.limiter import Decision, WindowState
+from gateway.ratelimit.windows import Window
+
+HeaderStyle = Literal["ietf", "legacy"]
+Headers = list[tuple[bytes, bytes]]
+
+
+def _sf_string(value: str) -> str:
+    """A Structured Field String (RFC 9651 §3.3.3)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def policy_value(windows: Sequence[Window]) -> bytes:
+    """The RateLimit-Policy value, one item per window; it depends on the rule only, so callers may cache it."""
+    items = (f"{_sf_string(w.name)};q={w.limit};w={max(1, round(w.seconds))}" for w in windows)
+    return ", ".join(items).encode()
+
+
+def seconds_to_reset(state: WindowState, now: float) -> int:
+    """Whole seconds until the window frees quota, rounded up; for a refusal never before it would pass."""
+    seconds = state.reset_at - now
+    if state.remaining == 0 and not math.isinf(state.retry_after):
+        seconds = max(seconds, state.retry_after)
+    return max(0, math.ceil(seconds))
+
+
+def ietf_headers(decision: Decision, now: float | None = None) -> Headers:
+    """RateLimit-Policy for every window and RateLimit for the tightest one."""
+    now = time.time() if now is None else now
+    tightest = decision.tightest
+    state = f"{_sf_string(tightest.window.name)};r={tightest.remaining};t={seconds_to_reset(tightest, now)}"
+    return [
+        (b"ratelimit-policy", policy_value([s.window for s in decision.windows])),
+        (b"ratelimit", state.encode()),
+    ]
+
+
+def legacy_headers(decision: Decision, now: float | None = None) -> Headers:
+    """X-RateLimit-Limit/Remaining/Reset of the tightest window; Reset counts seconds, as GitHub's clients expect."""
+    now = time.time() if now is None else now
+    tightest = decision.tightest
+    return [
+        (b"x-ratelimit-limit", b"%d" % tightest.limit),
+        (b"x-ratelimit-remaining", b"%d" % tightest.remaining),
+        (b"x-ratelimit-reset", b"%d" % seconds_to_reset(tightest, now)),
+    ]
+
+
+def retry_after_headers(decision: Decision) -> Headers:
+    """Retry-After in whole seconds, rounded up; none when allowed, or when the request can never pass."""
+    if decision.allowed or math.isinf(decision.retry_after):
+        return []
+    return [(b"retry-after", b"%d" % max(1, math.ceil(decision.retry_after)))]
+
+
+def rate_limit_headers(
+    decision: Decision,
+    styles: Iterable[HeaderStyle] = ("ietf", "legacy"),
+    now: float | None = None,
+    *,
+    refused: bool | None = None,
+) -> Headers:
+    """Every header for a response: the chosen styles, plus Retry-After if the response refuses the request.
+
+    `refused` defaults to `not decision.allowed`; pass False for a refusal that is let through (shadow mode).
+    """
+    now = time.time() if now is None else now
+    headers: Headers = []
+    for style in styles:
+        if style == "ietf":
+            headers += ietf_headers(decision, now)
+        elif style == "legacy":
+            headers += legacy_headers(decision, now)
+        else:
+            raise ValueError(f"unknown rate-limit header style {style!r}: expected 'ietf' or 'legacy'")
+    if refused is None or refused:
+        headers += retry_after_headers(decision)
+    return headers
