@@ -11,6 +11,7 @@ Every Python server is uvicorn with 1 worker, uvloop, httptools and no access lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
 import importlib.util
@@ -31,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+
+from tests import services
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "naive starlette+aiohttp"
@@ -63,6 +66,19 @@ routes:
   - name: app
     match: {{path_prefix: /}}
     upstream: app
+"""
+
+# The limiter variants: one rule every request matches, high enough never to refuse, so each request pays for
+# one full decision (both windows) and the proxy work stays the same.
+RATELIMIT_YAML = """\
+ratelimit:
+  rules:
+    - {match: "/*", windows: ["100000000/1m", "1000000000/1d"]}
+"""
+REDIS_ENGINE_YAML = """\
+engine:
+  kind: redis
+  redis: {{url: "{redis_url}"}}
 """
 
 NGINX_CONF = """\
@@ -277,13 +293,13 @@ def naive_command(app: str) -> Command:
     return lambda port, upstream_port: [sys.executable, *UVICORN, "--port", str(port), f"bench.naive_proxies:{app}"]
 
 
-def gateway_command(tmp: Path) -> Command:
+def gateway_command(tmp: Path, extra_yaml: str = "", name: str = "gateway") -> Command:
     def command(port: int, upstream_port: int) -> list[str]:
         binary = Path(sys.executable).parent / "gateway"
         if not binary.exists():
             raise Unavailable(f"{binary} does not exist")
-        config = tmp / "gateway.yaml"
-        config.write_text(GATEWAY_YAML.format(port=port, upstream_port=upstream_port))
+        config = tmp / f"{name}.yaml"
+        config.write_text(GATEWAY_YAML.format(port=port, upstream_port=upstream_port) + extra_yaml)
         return [str(binary), "run", "--config", str(config), "--port", str(port)]
 
     return command
@@ -314,6 +330,8 @@ def measure(args: argparse.Namespace) -> list[Row]:
         Target("httpx", "naive starlette+httpx", naive_command("httpx_app")),
         Target("httpx-aiohttp", "naive starlette+httpx-aiohttp", naive_command("httpx_aiohttp_app")),
         Target("gateway", "gateway", gateway_command(tmp)),
+        Target("gateway-rl", "gateway + limiter (embedded)", gateway_command(tmp, RATELIMIT_YAML, "rl")),
+        Target("gateway-rl-redis", "gateway + limiter (redis)", None),
         Target("nginx", "nginx", nginx_command(tmp)),
     ]
     if importlib.util.find_spec("httpx_aiohttp") is None:
@@ -327,7 +345,16 @@ def measure(args: argparse.Namespace) -> list[Row]:
 
     rows: list[Row] = []
     try:
-        with servers(tmp) as group:
+        with servers(tmp) as group, contextlib.ExitStack() as stack:
+            if any(t.key == "gateway-rl-redis" for t in targets):
+                redis = stack.enter_context(services.redis_server())
+                redis_yaml = REDIS_ENGINE_YAML.format(redis_url=redis.url) + RATELIMIT_YAML
+                targets = [
+                    Target(t.key, t.name, gateway_command(tmp, redis_yaml, "rl-redis"))
+                    if t.key == "gateway-rl-redis"
+                    else t
+                    for t in targets
+                ]
             upstream_port = free_port()
             upstream_argv = [sys.executable, *UVICORN, "--port", str(upstream_port), "examples.upstream:app"]
             print("upstream:", " ".join(upstream_argv))
@@ -418,6 +445,18 @@ def report(rows: list[Row], args: argparse.Namespace) -> bool | None:
     met = ratio >= TARGET_RATIO and gateway.result.errors == 0
     extra = f", {gateway.result.errors} errors" if gateway.result.errors else ""
     print(f"\n{target} {'PASS' if met else 'FAIL'} ({ratio:.2f}x{extra})")
+    for row in rows:
+        limited = row.result
+        if not row.name.startswith("gateway + limiter") or limited is None:
+            continue
+        cost = 1 - limited.requests_per_s / gateway.result.requests_per_s
+        added_p99 = limited.latency_ms.get("p99", 0) - gateway.result.latency_ms.get("p99", 0)
+        ok = cost < 0.25 and added_p99 < 5 and limited.errors == 0
+        print(
+            f"{row.name}: costs {cost:.0%} of throughput and {added_p99:+.2f} ms at p99 "
+            f"(budget < 25% and < 5 ms): {'PASS' if ok else 'FAIL'}"
+        )
+        met = met and ok
     return met
 
 
@@ -431,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["httpx", "httpx-aiohttp", "gateway", "nginx"],
+        choices=["httpx", "httpx-aiohttp", "gateway", "gateway-rl", "gateway-rl-redis", "nginx"],
         help="measure only this server (repeatable); direct and the aiohttp baseline always run",
     )
     parser.add_argument("--repeat", type=int, default=1, help="wrk runs per server; the median one is kept")
