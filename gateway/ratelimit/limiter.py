@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from functools import lru_cache
 import time
 from collections.abc import Sequence
 from functools import lru_cache
@@ -53,8 +54,14 @@ def identity_tag(identity: str) -> str:
 
 def window_keys(identity: str, rule_id: str, windows: Sequence[Window]) -> list[str]:
     """`rl:{<tag>}:<rule_id>:<seconds>`: every key of a decision shares the hash tag, so one Cluster slot."""
+    return list(_window_keys(identity, rule_id, tuple(windows)))
+
+
+@lru_cache(maxsize=65536)
+def _window_keys(identity: str, rule_id: str, windows: tuple[Window, ...]) -> tuple[str, ...]:
+    # Busy identities decide many times a second: hash each one once, not per request.
     prefix = f"rl:{{{identity_tag(identity)}}}:{rule_id}:"
-    return [prefix + window.key_part for window in windows]
+    return tuple(prefix + window.key_part for window in windows)
 
 
 class SlidingWindowLimiter:
