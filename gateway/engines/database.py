@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,19 +147,24 @@ class Database:
             if self._sqlite is None:
                 raise StorageError("the database is not connected")
             # One connection, one writer at a time: SQLite's own model, made explicit.
+            raw = self._sqlite
             async with self._sqlite_lock:
-                conn = _SqliteConnection(self._sqlite, self.deadline_s)
+                conn = _SqliteConnection(raw, self.deadline_s)
                 if transaction:
-                    await self._sqlite.execute("BEGIN IMMEDIATE")
+                    try:
+                        await _to_completion(raw.execute("BEGIN IMMEDIATE"))
+                    except asyncio.CancelledError:
+                        await _to_completion(raw.execute("ROLLBACK"))
+                        raise
                 try:
                     yield conn
                 except BaseException:
                     if transaction:
-                        await self._sqlite.execute("ROLLBACK")
+                        await _to_completion(raw.execute("ROLLBACK"))
                     raise
                 else:
                     if transaction:
-                        await self._sqlite.execute("COMMIT")
+                        await _to_completion(raw.execute("COMMIT"))
             return
         if self._pool is None:
             raise StorageError("the database is not connected")
@@ -176,6 +181,17 @@ class Database:
                 yield _PostgresConnection(raw)
         finally:
             await self._pool.release(raw)
+
+
+async def _to_completion(step: Awaitable[Any]) -> None:
+    """Finish a transaction step under the lock even if the caller is cancelled meanwhile (aiosqlite would
+    still run a cancelled statement later, in its thread, inside the next caller's transaction)."""
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 class _PostgresConnection:
