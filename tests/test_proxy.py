@@ -20,12 +20,9 @@ from tests.proxy_fixtures import (
     serve_gateway,
     settings_for,
     split_response,
-    upstream,
 )
 from tests.services import free_port
 from tests.upstream_app import HEAD_LENGTH, gzip_body
-
-__all__ = ["upstream"]  # the imported fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERY = "a=%20b&c&d=%2F&e=1+2&f=%E2%82%AC"
@@ -291,12 +288,17 @@ async def test_head_carries_content_length_and_no_body(upstream: UpstreamServer)
     async with serve_gateway(settings) as base:
         async with httpx.AsyncClient() as client:
             head = await client.head(f"{base}/head")
+            # The upstream connection the HEAD used must not then be read as if a body followed the head;
+            # a POST is never retried, so it would fail on such a connection.
+            post = await client.post(f"{base}/echo", content=b"after head")
             get = await client.get(f"{base}/head")
         raw = await raw_exchange(base, b"HEAD /head HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
 
     assert head.status_code == 200
     assert head.headers["content-length"] == str(HEAD_LENGTH)
     assert head.content == b""
+    assert post.status_code == 200
+    assert post.json()["body_length"] == len(b"after head")
     assert len(get.content) == HEAD_LENGTH
     status, headers, rest = split_response(raw)
     assert status == 200
@@ -377,9 +379,11 @@ async def test_error_bodies_are_json(upstream: UpstreamServer) -> None:
     assert (await upstream.stats())["tokens"].get(token) == 1
 
 
-async def test_healthz_and_readyz_on_the_embedded_default(upstream: UpstreamServer) -> None:
+async def test_healthz_and_readyz_on_the_embedded_default(upstream: UpstreamServer, tmp_path: Path) -> None:
     text = (ROOT / "config" / "gateway.yaml").read_text()
-    settings = parse_settings(text, environ={"EXAMPLE_UPSTREAM": upstream.url})
+    environ = {"EXAMPLE_UPSTREAM": upstream.url, "DATABASE_URL": f"sqlite:///{tmp_path}/gateway.db"}
+    settings = parse_settings(text, environ=environ)
+    assert settings.engine.kind == "embedded"
     async with serve_gateway(settings) as base, httpx.AsyncClient() as client:
         health = await client.get(f"{base}/healthz")
         ready = await client.get(f"{base}/readyz")
@@ -388,6 +392,7 @@ async def test_healthz_and_readyz_on_the_embedded_default(upstream: UpstreamServ
     assert health.status_code == 200
     assert health.json() == {"status": "ok"}
     assert ready.status_code == 200
+    # The embedded default needs no server: its only engine is the local database, and it answers.
     assert ready.json() == {"status": "ready", "engines": {"database": "ok"}}
     assert app.json()["path"] == "/echo"
 
