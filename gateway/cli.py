@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -94,6 +95,11 @@ def run_server(config: str | None, host: str | None, port: int | None, workers: 
         metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     configure_logging()
+    if workers == 1:
+        # uvicorn re-raises SIGTERM/SIGINT once it has drained, to reach the previous handler: make that one a
+        # no-op, so a graceful shutdown ends with exit status 0 (the multiprocess supervisor exits 0 itself).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda number, frame: None)
     try:
         uvicorn.run(
             "gateway.app:app_from_environment",

@@ -239,11 +239,6 @@ async def test_sigterm_drains_the_request_in_flight(upstream: UpstreamServer, tm
     assert exited < 3.0, f"the gateway took {exited:.1f}s to exit after its last request"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvicorn re-raises the captured SIGTERM after a graceful shutdown (Server.capture_signals), so "
-    "`gateway run` dies by the signal (-15) instead of exiting 0; gateway/cli.py must neutralise it",
-)
 async def test_sigterm_exit_status_is_0(upstream: UpstreamServer, tmp_path: Path) -> None:
     config = gateway_yaml(upstream.url, SLOW_ROUTE, server="drain_timeout: 5s\nwatch_config: false")
     with gateway_process(config, tmp_path) as gateway:
