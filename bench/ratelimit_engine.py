@@ -84,6 +84,39 @@ def embedded_us(rounds: int, repeat: int) -> tuple[float, float]:
     return engine_best, limiter_best
 
 
+def breaker_open_us(rounds: int) -> dict[str, float]:
+    """µs per `RateLimitService.decide` while the Redis breaker is open, for each failure policy.
+
+    Redis points at a closed port and the breaker is opened first, so no call leaves the process: this is the
+    cost a request pays during an outage (the `local` policy runs the embedded script instead).
+    """
+    from gateway.breaker import CircuitBreaker
+    from gateway.config.ratelimit import RateLimitSettings, RuleSettings
+    from gateway.identity import Identity
+    from gateway.ratelimit.service import RateLimitService
+
+    results: dict[str, float] = {}
+    for policy in ("open", "closed", "local"):
+        rule = RuleSettings(match="/*", windows=(f"{BIG}/1m", f"{BIG}/1d"), on_failure=policy)  # type: ignore[arg-type]
+        breaker = CircuitBreaker("bench", failures=1, cooldown_s=3600)
+        breaker.record_failure()
+        engine = RedisEngine(create_redis_client("redis://127.0.0.1:1/0", cluster=False))
+        service = RateLimitService(
+            RateLimitSettings(rules=(rule,), log_interval=3600), engine, breaker=breaker, local_engine=EmbeddedEngine()
+        )
+        compiled = service.rules.rules[0]
+        identity = Identity("alice", "free", "api_key")
+
+        async def loop() -> float:
+            started = time.perf_counter()
+            for _ in range(rounds):
+                await service.decide(identity, compiled, 1)
+            return (time.perf_counter() - started) / rounds * 1e6
+
+        results[policy] = min(asyncio.run(loop()) for _ in range(3))
+    return results
+
+
 async def drive(name: str, decide: Callable[[str], Awaitable[object]], callers: int, duration: float) -> Row:
     """`callers` tasks deciding back to back for `duration` seconds, after a 1 s warm-up."""
     latencies: list[float] = []
@@ -162,6 +195,12 @@ def main() -> None:
     )
     engine_us, limiter_us = embedded_us(options.rounds, 5)
     print(f"embedded engine, 2 windows: {engine_us:.1f} µs/decision (engine.run); {limiter_us:.1f} µs (limiter.hit)")
+    open_us = breaker_open_us(options.rounds // 5)
+    print(
+        "breaker open, µs per decision by policy: "
+        + ", ".join(f"{policy} {us:.1f}" for policy, us in open_us.items())
+        + f" (healthy embedded decision: {limiter_us:.1f})"
+    )
 
     runner: Callable[[Awaitable[list[Row]]], list[Row]] = asyncio.run  # type: ignore[assignment]
     if options.loop == "uvloop":
