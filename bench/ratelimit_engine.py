@@ -93,9 +93,11 @@ def breaker_open_us(rounds: int) -> dict[str, float]:
     from gateway.breaker import CircuitBreaker
     from gateway.config.ratelimit import RateLimitSettings, RuleSettings
     from gateway.identity import Identity
+    from gateway.ratelimit.rules import Rule
     from gateway.ratelimit.service import RateLimitService
 
     results: dict[str, float] = {}
+    identity = Identity("alice", "free", "api_key")
     for policy in ("open", "closed", "local"):
         rule = RuleSettings(match="/*", windows=(f"{BIG}/1m", f"{BIG}/1d"), on_failure=policy)  # type: ignore[arg-type]
         breaker = CircuitBreaker("bench", failures=1, cooldown_s=3600)
@@ -105,9 +107,8 @@ def breaker_open_us(rounds: int) -> dict[str, float]:
             RateLimitSettings(rules=(rule,), log_interval=3600), engine, breaker=breaker, local_engine=EmbeddedEngine()
         )
         compiled = service.rules.rules[0]
-        identity = Identity("alice", "free", "api_key")
 
-        async def loop() -> float:
+        async def loop(service: RateLimitService = service, compiled: Rule = compiled) -> float:
             started = time.perf_counter()
             for _ in range(rounds):
                 await service.decide(identity, compiled, 1)

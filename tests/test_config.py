@@ -44,7 +44,9 @@ def test_environment_substitution_uses_the_variable_then_the_default() -> None:
 
 def test_a_variable_without_default_must_be_set() -> None:
     text = VALID.replace("${GW_TEST_PORT:-9999}", "${GW_TEST_PORT}")
-    assert errors_of(text) == ["gw.yaml:2: server.port: environment variable GW_TEST_PORT is not set and has no default"]
+    assert errors_of(text) == [
+        "gw.yaml:2: server.port: environment variable GW_TEST_PORT is not set and has no default"
+    ]
 
 
 def test_unknown_upstream_names_file_line_and_field() -> None:

@@ -230,13 +230,14 @@ async def test_sigterm_drains_the_request_in_flight(upstream: UpstreamServer, tm
             signalled = time.monotonic()
             response = await request
             finished = time.monotonic() - signalled
-        await gateway.wait_exit(timeout=5.0)
+        code = await gateway.wait_exit(timeout=5.0)
         exited = time.monotonic() - signalled
 
     assert response.status_code == 200
     assert response.text == "slept 1.0s\n"
     assert finished < 2.0
     assert exited < 3.0, f"the gateway took {exited:.1f}s to exit after its last request"
+    assert code == 0, gateway.stderr()
 
 
 async def test_sigterm_exit_status_is_0(upstream: UpstreamServer, tmp_path: Path) -> None:
