@@ -33,9 +33,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate a YAML file: exit 0, or print every error and exit 1")
     check.add_argument("path")
 
+    worker = commands.add_parser("worker", help="deliver notifications from the channel queues (scale-out workers)")
+    worker.add_argument("--config", help="YAML file (as for run)")
+    dlq = commands.add_parser("dlq", help="list or replay dead-lettered notifications")
+    dlq.add_argument("action", choices=["list", "replay"])
+    dlq.add_argument("id", nargs="?", help="the entry to replay")
+    dlq.add_argument("--config", help="YAML file (as for run)")
+    dlq.add_argument("--limit", type=int, default=100)
+
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.path)
+    if args.command in ("worker", "dlq"):
+        return notify_command(args)
     return run_server(args.config, args.host, args.port, args.workers)
 
 
@@ -50,6 +60,23 @@ def check_config(path: str) -> int:
         return 1
     print(f"{path}: ok")
     return 0
+
+
+def notify_command(args: argparse.Namespace) -> int:
+    from gateway.config import Settings, load_settings
+    from gateway.notify import commands as notify
+
+    path = _config_path(args.config)
+    try:
+        settings = load_settings(path) if path else Settings()
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 2
+    if args.command == "worker":
+        configure_logging()
+    action, entry_id, limit = getattr(args, "action", None), getattr(args, "id", None), getattr(args, "limit", 100)
+    return notify.main(args.command, settings, action=action, entry_id=entry_id, limit=limit)
 
 
 def _config_path(explicit: str | None) -> str | None:

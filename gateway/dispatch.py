@@ -1,13 +1,16 @@
-"""Sends each request to its handler: the gateway's own endpoints first, then the most specific route."""
+"""Sends each request to its handler: own endpoints first, then the most specific route, then the fallback."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.responses import send_error
 from gateway.routing import Router, request_host
+
+#: Called when nothing else matched (the short-code redirect); returns False, having sent nothing, to decline.
+Fallback = Callable[[Scope, Receive, Send], Awaitable[bool]]
 
 
 class Dispatcher:
@@ -19,6 +22,7 @@ class Dispatcher:
         own_paths: Mapping[str, str],
         own_prefixes: Mapping[str, str],
         own: ASGIApp,
+        fallback: Fallback | None = None,
     ) -> None:
         self.router = router
         self.proxy = proxy
@@ -26,6 +30,7 @@ class Dispatcher:
         self.own_paths = dict(own_paths)
         self.own_prefixes = tuple(own_prefixes.items())
         self.own = own
+        self.fallback = fallback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -44,6 +49,8 @@ class Dispatcher:
         if route is None or (scope["type"] == "websocket" and not route.settings.websocket):
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008, "reason": "no route"})
+                return
+            if self.fallback is not None and await self.fallback(scope, receive, send):
                 return
             await send_error(send, 404, "not_found", f"no route for {method} {path}", scope["gateway.request_id"])
             return

@@ -54,6 +54,11 @@ class EventBus:
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
 
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Forget `subscriber` (a retired runtime's hooks); unknown subscribers are ignored."""
+        if subscriber in self._subscribers:
+            self._subscribers.remove(subscriber)
+
     def emit(self, type: str, **data: Any) -> None:
         EVENTS.labels(type).inc()
         if not self._subscribers:

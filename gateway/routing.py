@@ -42,7 +42,7 @@ class Route:
         settings = self.settings
         if self._prefix is None or (not settings.strip_prefix and settings.rewrite_prefix is None):
             return path
-        rest = path[len(self._prefix):]
+        rest = path[len(self._prefix) :]
         new_prefix = (settings.rewrite_prefix or "").rstrip("/")
         result = new_prefix + rest
         return result if result.startswith("/") else "/" + result

@@ -18,6 +18,8 @@ from gateway.dispatch import Dispatcher
 from gateway.engines.state import Engines
 from gateway.events import EventBus
 from gateway.identity import IdentityMiddleware, IdentityResolver
+from gateway.notify import api as notify_api
+from gateway.notify.service import NotificationService
 from gateway.observe import ObserveMiddleware
 from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.upstream import Upstream
@@ -25,6 +27,7 @@ from gateway.ratelimit import api as ratelimit_api
 from gateway.ratelimit.middleware import RateLimitMiddleware
 from gateway.ratelimit.service import RateLimitService
 from gateway.routing import Router
+from gateway.shortener.service import ShortenerService
 
 logger = logging.getLogger("gateway")
 API_PREFIX = "/api/"
@@ -46,13 +49,20 @@ class Runtime:
         self.ratelimit = RateLimitService(
             settings.ratelimit, engines.scripts, breaker=engines.breaker, events=events, local_engine=engines.embedded
         )
+        self.shortener = ShortenerService(settings, engines, events)
+        self.notifications = NotificationService(settings, engines, events)
         self.proxy = ProxyHandler(
             self.upstreams, trusted=self.trusted, max_body_bytes=server.max_body_bytes, events=events
         )
         self.own = Starlette(routes=self._own_routes(), exception_handlers={HTTPException: _http_error})
         own_paths = {server.health_path: "_healthz", server.ready_path: "_readyz", server.metrics_path: "_metrics"}
         dispatcher = Dispatcher(
-            router=self.router, proxy=self.proxy, own_paths=own_paths, own_prefixes={API_PREFIX: "_api"}, own=self.own
+            router=self.router,
+            proxy=self.proxy,
+            own_paths=own_paths,
+            own_prefixes={API_PREFIX: "_api"},
+            own=self.own,
+            fallback=self.shortener.redirect,
         )
         limited = RateLimitMiddleware(dispatcher, service=self.ratelimit, exempt_paths=own_paths)
         identified = IdentityMiddleware(limited, resolver=self.identities)
@@ -65,12 +75,20 @@ class Runtime:
             Route(server.ready_path, health.readyz(self.readiness), methods=["GET", "HEAD"]),
             Route(server.metrics_path, health.metrics_endpoint, methods=["GET"]),
             *ratelimit_api.routes(self.ratelimit, self.identities),
+            *notify_api.routes(self.notifications, public_url=server.public_url),
+            *self.shortener.routes(),
         ]
 
     async def startup(self) -> None:
         """Opens what needs the event loop; called before the runtime serves its first request."""
+        await self.notifications.start()
+        await self.shortener.start()
+        self.notifications.hooks.attach(self.events)
 
     async def aclose(self) -> None:
+        self.notifications.hooks.detach(self.events)
+        await self.notifications.aclose()
+        await self.shortener.aclose()
         await asyncio.gather(*(upstream.aclose() for upstream in self.upstreams.values()))
 
 

@@ -8,7 +8,9 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from gateway.config.base import Model, upper_methods
+from gateway.config.notifications import HookSettings, NotificationSettings, notification_errors
 from gateway.config.ratelimit import IdentitySettings, RateLimitSettings
+from gateway.config.shortener import ShortenerSettings, shortener_errors
 from gateway.config.units import ByteSize, Duration
 
 DEFAULT_PORT = 8080
@@ -180,9 +182,9 @@ class Settings(Model):
     routes: tuple[RouteSettings, ...] = ()
     identities: IdentitySettings = IdentitySettings()
     ratelimit: RateLimitSettings = RateLimitSettings()
-    shortener: Section = Section()
-    notifications: Section = Section()
-    hooks: tuple[Section, ...] = ()
+    shortener: ShortenerSettings = ShortenerSettings()
+    notifications: NotificationSettings = NotificationSettings()
+    hooks: tuple[HookSettings, ...] = ()
 
     def reference_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Problems that span sections (a route naming a missing upstream...), each with its location."""
@@ -213,4 +215,6 @@ class Settings(Model):
         for index, rule in enumerate(self.ratelimit.rules):
             for tier in rule.tiers or ():
                 check_tier(("ratelimit", "rules", index, "tier"), tier)
+        errors.extend(notification_errors(self.notifications, self.hooks, self.server))
+        errors.extend(shortener_errors(self.shortener, self.routes, self.server.public_url))
         return errors
