@@ -84,7 +84,7 @@ class Gateway:
     async def reload(self) -> bool:
         """Load the config file again; a valid one is swapped in whole, an invalid one is logged and refused."""
         assert self.config_path is not None
-        engines = None
+        engines = runtime = None
         try:
             settings = load_settings(self.config_path)
             if settings.engine != self.engines.settings:
@@ -93,6 +93,8 @@ class Gateway:
             runtime = Runtime(settings, engines or self.engines, self.events)
             await runtime.startup()
         except Exception as exc:
+            if runtime is not None:  # it may have started background work before it failed
+                await runtime.aclose()
             metrics.CONFIG_RELOADS.labels("refused").inc()
             if isinstance(exc, ConfigError):
                 logger.error("configuration refused, the previous one keeps serving:\n%s", exc)
