@@ -11,9 +11,13 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 DEFAULT_CONFIG = Path("config/gateway.yaml")
@@ -62,16 +66,23 @@ def check_config(path: str) -> int:
     return 0
 
 
-def notify_command(args: argparse.Namespace) -> int:
+def _settings(path: str | None) -> Settings | None:
+    """The settings at `path` (built-in defaults without one), or None after printing every error."""
     from gateway.config import Settings, load_settings
-    from gateway.notify import commands as notify
 
-    path = _config_path(args.config)
     try:
-        settings = load_settings(path) if path else Settings()
+        return load_settings(path) if path else Settings()
     except ConfigError as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
+        return None
+
+
+def notify_command(args: argparse.Namespace) -> int:
+    from gateway.notify import commands as notify
+
+    settings = _settings(_config_path(args.config))
+    if settings is None:
         return 2
     if args.command == "worker":
         configure_logging()
@@ -103,14 +114,9 @@ def configure_logging() -> None:
 def run_server(config: str | None, host: str | None, port: int | None, workers: int | None) -> int:
     import uvicorn
 
-    from gateway.config import Settings, load_settings
-
     path = _config_path(config)
-    try:
-        settings = load_settings(path) if path else Settings()
-    except ConfigError as exc:
-        for error in exc.errors:
-            print(error, file=sys.stderr)
+    settings = _settings(path)
+    if settings is None:
         return 2
     server = settings.server
     workers = workers or server.workers
