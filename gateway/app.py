@@ -7,9 +7,8 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
@@ -75,8 +74,11 @@ class Gateway:
     async def shutdown(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
-        for task in list(self._retired):
+        # Retired runtimes close now (their drain is cut short), before the engines they use.
+        retired = list(self._retired)
+        for task in retired:
             task.cancel()
+        await asyncio.gather(*retired, return_exceptions=True)
         await self.runtime.aclose()
         await self.events.aclose()
         await self.engines.aclose()
@@ -104,21 +106,24 @@ class Gateway:
                 await engines.aclose()
             return False
         old, self.runtime = self.runtime, runtime
+        # Requests that started on the old runtime keep its pools until they finish; then it closes, and only
+        # then the engines it used (its last flushes still need them).
+        closers: list[Callable[[], Awaitable[None]]] = [old.aclose]
         if engines is not None:
             old_engines, self.engines = self.engines, engines
-            self._retire_later(old_engines.aclose(), old.settings.server.drain_timeout)
+            closers.append(old_engines.aclose)
+        self._retire_later(closers, old.settings.server.drain_timeout)
         metrics.CONFIG_RELOADS.labels("applied").inc()
         logger.info("configuration reloaded from %s", self.config_path)
-        # Requests that started on the old runtime keep its upstream pools until they finish.
-        self._retire_later(old.aclose(), old.settings.server.drain_timeout)
         return True
 
-    def _retire_later(self, close: Coroutine[Any, Any, None], delay: float) -> None:
+    def _retire_later(self, closers: list[Callable[[], Awaitable[None]]], delay: float) -> None:
         async def retire() -> None:
             try:
                 await asyncio.sleep(delay)
             finally:
-                await close
+                for close in closers:
+                    await close()
 
         task = asyncio.get_running_loop().create_task(retire())
         self._retired.add(task)
