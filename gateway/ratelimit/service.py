@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from prometheus_client import Counter
+
 from gateway import metrics
 from gateway.breaker import CircuitBreaker
 from gateway.config.ratelimit import RateLimitSettings
@@ -64,6 +66,8 @@ class RateLimitService:
         self.events = events
         self.local = SlidingWindowLimiter(local_engine or EmbeddedEngine())
         self._local_windows: dict[str, tuple[Window, ...]] = {}
+        self._decisions: dict[tuple[str, str, str], Counter] = {}
+        self._engine_seconds = metrics.RATELIMIT_ENGINE_SECONDS.labels(engine.name)
         self._last_fail_open_log = -math.inf
 
     async def check(self, identity: Identity, path: str, method: str) -> Verdict | None:
@@ -84,7 +88,7 @@ class RateLimitService:
                     breaker.record_failure()
                 return await self._unavailable(identity, rule, cost, path, exc)
             elapsed = time.perf_counter() - start
-            metrics.RATELIMIT_ENGINE_SECONDS.labels(self.engine.name).observe(elapsed)
+            self._engine_seconds.observe(elapsed)
             if breaker is not None:
                 breaker.record_success(elapsed)
             return self._verdict(identity, rule, decision, path, local=False)
@@ -164,6 +168,10 @@ class RateLimitService:
             return 1.0
         return max(1.0, breaker.open_until - time.monotonic())
 
-    @staticmethod
-    def _count(rule: Rule, tier: str, result: Result) -> None:
-        metrics.RATELIMIT_DECISIONS.labels(rule.name, tier, result).inc()
+    def _count(self, rule: Rule, tier: str, result: Result) -> None:
+        # The labelled child is cached: .labels() costs more than the increment on this path.
+        key = (rule.name, tier, result)
+        child = self._decisions.get(key)
+        if child is None:
+            child = self._decisions[key] = metrics.RATELIMIT_DECISIONS.labels(*key)
+        child.inc()
