@@ -23,76 +23,50 @@ SYSTEM = "shortener"
 #: Rows per multi-row INSERT: 5 parameters each stays under SQLite's 999-variable floor.
 INSERT_CHUNK = 190
 
+# The tables both dialects share; only the code counter and the queue's key differ.
+_TABLES = """
+CREATE TABLE urls (
+    short_code TEXT PRIMARY KEY,
+    long_url TEXT NOT NULL,
+    custom_alias BOOLEAN NOT NULL DEFAULT FALSE,
+    owner TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION,
+    max_visits BIGINT,
+    visits BIGINT NOT NULL DEFAULT 0,
+    deleted_at DOUBLE PRECISION,
+    click_count BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX urls_owner_created ON urls (owner, created_at);
+CREATE INDEX urls_expires_at ON urls (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE url_clicks_daily (
+    short_code TEXT NOT NULL,
+    day TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    clicks BIGINT NOT NULL,
+    PRIMARY KEY (short_code, day, agent)
+);
+CREATE TABLE clicks_queue (
+    id {queue_id},
+    short_code TEXT NOT NULL,
+    clicked_at DOUBLE PRECISION NOT NULL,
+    referrer TEXT,
+    agent TEXT NOT NULL,
+    -- one queued row stands for the identical clicks of one flush window
+    clicks BIGINT NOT NULL DEFAULT 1
+)
+"""
 MIGRATIONS = [
     Migration(
         SYSTEM,
         1,
-        sql="""
-        CREATE SEQUENCE shortener_code_seq START 1;
-        CREATE TABLE urls (
-            short_code TEXT PRIMARY KEY,
-            long_url TEXT NOT NULL,
-            custom_alias BOOLEAN NOT NULL DEFAULT FALSE,
-            owner TEXT,
-            created_at DOUBLE PRECISION NOT NULL,
-            expires_at DOUBLE PRECISION,
-            max_visits BIGINT,
-            visits BIGINT NOT NULL DEFAULT 0,
-            deleted_at DOUBLE PRECISION,
-            click_count BIGINT NOT NULL DEFAULT 0
-        );
-        CREATE INDEX urls_owner_created ON urls (owner, created_at);
-        CREATE INDEX urls_expires_at ON urls (expires_at) WHERE expires_at IS NOT NULL;
-        CREATE TABLE url_clicks_daily (
-            short_code TEXT NOT NULL,
-            day TEXT NOT NULL,
-            agent TEXT NOT NULL,
-            clicks BIGINT NOT NULL,
-            PRIMARY KEY (short_code, day, agent)
-        );
-        CREATE TABLE clicks_queue (
-            id BIGSERIAL PRIMARY KEY,
-            short_code TEXT NOT NULL,
-            clicked_at DOUBLE PRECISION NOT NULL,
-            referrer TEXT,
-            agent TEXT NOT NULL
-        )
-        """,
-        sqlite="""
-        CREATE TABLE shortener_counter (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
-        INSERT INTO shortener_counter (name, value) VALUES ('codes', 0);
-        CREATE TABLE urls (
-            short_code TEXT PRIMARY KEY,
-            long_url TEXT NOT NULL,
-            custom_alias BOOLEAN NOT NULL DEFAULT FALSE,
-            owner TEXT,
-            created_at DOUBLE PRECISION NOT NULL,
-            expires_at DOUBLE PRECISION,
-            max_visits BIGINT,
-            visits BIGINT NOT NULL DEFAULT 0,
-            deleted_at DOUBLE PRECISION,
-            click_count BIGINT NOT NULL DEFAULT 0
-        );
-        CREATE INDEX urls_owner_created ON urls (owner, created_at);
-        CREATE INDEX urls_expires_at ON urls (expires_at) WHERE expires_at IS NOT NULL;
-        CREATE TABLE url_clicks_daily (
-            short_code TEXT NOT NULL,
-            day TEXT NOT NULL,
-            agent TEXT NOT NULL,
-            clicks BIGINT NOT NULL,
-            PRIMARY KEY (short_code, day, agent)
-        );
-        CREATE TABLE clicks_queue (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            short_code TEXT NOT NULL,
-            clicked_at DOUBLE PRECISION NOT NULL,
-            referrer TEXT,
-            agent TEXT NOT NULL
-        )
-        """,
+        sql="CREATE SEQUENCE shortener_code_seq START 1;" + _TABLES.format(queue_id="BIGSERIAL PRIMARY KEY"),
+        sqlite=(
+            "CREATE TABLE shortener_counter (name TEXT PRIMARY KEY, value BIGINT NOT NULL);"
+            "INSERT INTO shortener_counter (name, value) VALUES ('codes', 0);"
+            + _TABLES.format(queue_id="INTEGER PRIMARY KEY AUTOINCREMENT")
+        ),
     ),
-    # Added after the first cut: one queued row stands for the identical clicks of one flush window.
-    Migration(SYSTEM, 2, sql="ALTER TABLE clicks_queue ADD COLUMN clicks BIGINT NOT NULL DEFAULT 1"),
 ]
 _COLUMNS = (
     "short_code, long_url, custom_alias, owner, created_at, expires_at, max_visits, visits, deleted_at, click_count"
