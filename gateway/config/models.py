@@ -171,10 +171,6 @@ class RouteSettings(Model):
         return self
 
 
-class Section(Model):
-    """A section later work fills in; today it accepts no keys."""
-
-
 class Settings(Model):
     server: ServerSettings = ServerSettings()
     engine: EngineSettings = EngineSettings()
