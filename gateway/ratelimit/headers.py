@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Literal
 
 from gateway.ratelimit.limiter import Decision, WindowState
@@ -28,7 +29,12 @@ def _sf_string(value: str) -> str:
 
 
 def policy_value(windows: Sequence[Window]) -> bytes:
-    """The RateLimit-Policy value, one item per window; it depends on the rule only, so callers may cache it."""
+    """The RateLimit-Policy value, one item per window; it depends on the rule only, so it is built once."""
+    return _policy_value(tuple(windows))
+
+
+@lru_cache(maxsize=1024)
+def _policy_value(windows: tuple[Window, ...]) -> bytes:
     items = (f"{_sf_string(w.name)};q={w.limit};w={max(1, round(w.seconds))}" for w in windows)
     return ", ".join(items).encode()
 
