@@ -16,7 +16,15 @@ from pydantic import Field, model_validator
 
 from gateway.config.base import Model
 from gateway.config.units import Duration
-from gateway.notify.channel import Channel, Message, PermanentError, RetryableError, SendResult, parse_options
+from gateway.notify.channel import (
+    Channel,
+    HttpSupport,
+    Message,
+    PermanentError,
+    RetryableError,
+    SendResult,
+    parse_options,
+)
 
 
 class PushOptions(Model):
@@ -33,13 +41,12 @@ class PushOptions(Model):
         return self
 
 
-class PushChannel(Channel):
+class PushChannel(HttpSupport, Channel):
     address_field = "device_tokens"
 
     def __init__(self, name: str, options: Mapping[str, Any], *, public_url: str = "") -> None:
         super().__init__(name, options, public_url=public_url)
         self.options = parse_options(PushOptions, options)
-        self._client: httpx.AsyncClient | None = None
 
     async def send(self, message: Message) -> SendResult:
         if not message.to:
@@ -81,12 +88,5 @@ class PushChannel(Channel):
         assert self.options.access_token_file is not None
         return Path(self.options.access_token_file).read_text().strip()
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.options.timeout)
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    def http_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.options.timeout)

@@ -20,6 +20,7 @@ from gateway.config.base import Model
 from gateway.config.units import Duration
 from gateway.notify.channel import (
     Channel,
+    HttpSupport,
     Message,
     PermanentError,
     Receipt,
@@ -55,7 +56,7 @@ def twilio_signature(auth_token: str, url: str, params: Mapping[str, str]) -> st
     return base64.b64encode(hmac.new(auth_token.encode(), signed.encode(), hashlib.sha1).digest()).decode()
 
 
-class SmsChannel(Channel, ReceiptSupport):
+class SmsChannel(HttpSupport, Channel, ReceiptSupport):
     address_field = "phone"
 
     def __init__(self, name: str, options: Mapping[str, Any], *, public_url: str = "") -> None:
@@ -65,7 +66,6 @@ class SmsChannel(Channel, ReceiptSupport):
         self.callback_url = self.options.status_callback or (
             f"{base}/api/v1/notifications/receipts/{name}" if base else None
         )
-        self._client: httpx.AsyncClient | None = None
 
     async def send(self, message: Message) -> SendResult:
         if not message.to:
@@ -104,12 +104,5 @@ class SmsChannel(Channel, ReceiptSupport):
         receipt_status: ReceiptStatus = status  # type: ignore[assignment]
         return Receipt(sid, receipt_status, f"provider error {code}" if code else None)
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.options.timeout)
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    def http_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.options.timeout)

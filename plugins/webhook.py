@@ -22,7 +22,15 @@ from pydantic import Field, field_validator
 
 from gateway.config.base import Model
 from gateway.config.units import Duration
-from gateway.notify.channel import Channel, Message, PermanentError, RetryableError, SendResult, parse_options
+from gateway.notify.channel import (
+    Channel,
+    HttpSupport,
+    Message,
+    PermanentError,
+    RetryableError,
+    SendResult,
+    parse_options,
+)
 
 SECRET_PREFIX = "whsec_"
 RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -81,14 +89,13 @@ def payload(message: Message, timestamp: int) -> dict[str, Any]:
     return {"type": kind, "timestamp": timestamp, "data": data}
 
 
-class WebhookChannel(Channel):
+class WebhookChannel(HttpSupport, Channel):
     address_field = "webhook_url"
 
     def __init__(self, name: str, options: Mapping[str, Any], *, public_url: str = "") -> None:
         super().__init__(name, options, public_url=public_url)
         self.options = parse_options(WebhookOptions, options)
         self._key = signing_key(self.options.secret)
-        self._client: httpx.AsyncClient | None = None
 
     def default_address(self) -> str | None:
         return self.options.url
@@ -118,13 +125,5 @@ class WebhookChannel(Channel):
             raise RetryableError(detail)
         raise PermanentError(detail)
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            timeout = httpx.Timeout(self.options.timeout, connect=self.options.connect_timeout)
-            self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    def http_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.options.timeout, connect=self.options.connect_timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.notify.channel import (
     Channel,
     ChannelError,
+    HttpSupport,
     Message,
     PermanentError,
     Receipt,
@@ -17,6 +18,7 @@ from gateway.notify.channel import (
 __all__ = [
     "Channel",
     "ChannelError",
+    "HttpSupport",
     "Message",
     "PermanentError",
     "Receipt",

@@ -9,6 +9,7 @@ only validates and stores (the configuration check builds channels too); connect
 (timeouts, 5xx, 429) and `PermanentError` when it cannot (a refused address, a 4xx): the worker retries the
 first with backoff and dead-letters the second at once. Any other exception counts as retryable.
 A channel that understands provider status callbacks also implements `ReceiptSupport`.
+A channel that speaks HTTP mixes in `HttpSupport` for one pooled httpx client, closed with the channel.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+import httpx
 from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
@@ -118,6 +120,28 @@ class Channel(ABC):
     async def aclose(self) -> None:
         """Release connections; the channel is not used afterwards."""
         return None
+
+
+class HttpSupport:
+    """A channel that speaks HTTP: one keep-alive httpx client, opened on first use and closed with the channel.
+
+    List it before `Channel` in the bases, so its `aclose` is the one that runs.
+    """
+
+    _client: httpx.AsyncClient | None = None
+
+    def http_timeout(self) -> httpx.Timeout:
+        raise NotImplementedError
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.http_timeout(), follow_redirects=False)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
 class ReceiptSupport(ABC):
