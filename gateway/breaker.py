@@ -134,3 +134,12 @@ class CircuitBreaker:
         old, self.state = self.state, new
         if self.on_change is not None and old != new:
             self.on_change(self.name, old, new)
+
+
+async def call_through(
+    breaker: CircuitBreaker | None, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """`breaker.call(fn, ...)`, or a plain call for a dependency without a breaker (the embedded engine)."""
+    if breaker is None:
+        return await fn(*args, **kwargs)
+    return await breaker.call(fn, *args, **kwargs)

@@ -18,6 +18,7 @@ from typing import Final
 
 import redis.asyncio
 
+from gateway.breaker import call_through
 from gateway.engines.base import ScriptEngine
 from gateway.engines.scripts import load_script
 from gateway.exceptions import StorageError
@@ -110,22 +111,10 @@ class SharedCache:
         self._get = load_script("url_cache_get")
 
     async def get(self, code: str) -> Lookup:
-        breaker = self.guard.breaker
-        if breaker is not None and not breaker.allow():
-            return MISS
-        started = time.perf_counter()
         try:
-            raw = await self.scripts.eval(self._get, [KEY_PREFIX + code], [])
-        except StorageError:
-            if breaker is not None:
-                breaker.record_failure()
+            raw = await call_through(self.guard.breaker, self.scripts.eval, self._get, [KEY_PREFIX + code], [])
+        except StorageError:  # including CircuitOpen: Redis is skipped, the database answers
             return MISS
-        except BaseException:
-            if breaker is not None:
-                breaker.release()
-            raise
-        if breaker is not None:
-            breaker.record_success(time.perf_counter() - started)
         if raw is None:
             return MISS
         text = raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -14,7 +14,7 @@ import logging
 import time
 from collections import deque
 
-from gateway.breaker import CircuitBreaker
+from gateway.breaker import CircuitBreaker, call_through
 from gateway.engines.base import ScriptEngine
 from gateway.engines.embedded import EmbeddedEngine
 from gateway.engines.scripts import load_script
@@ -88,22 +88,12 @@ class KeyPool:
         self._taken.extend((self.codes.code(counter), "database") for counter in counters)
 
     async def _pop_codes(self) -> list[str]:
-        breaker = self.breaker
-        if breaker is not None and not breaker.allow():
-            return []
-        started = time.perf_counter()
         try:
-            remaining, *codes = await self.scripts.eval(self._pop, [POOL_KEY], [self.pop_batch])
-        except StorageError:
-            if breaker is not None:
-                breaker.record_failure()
+            remaining, *codes = await call_through(
+                self.breaker, self.scripts.eval, self._pop, [POOL_KEY], [self.pop_batch]
+            )
+        except StorageError:  # including CircuitOpen: codes come from the database sequence instead
             return []
-        except BaseException:
-            if breaker is not None:
-                breaker.release()
-            raise
-        if breaker is not None:
-            breaker.record_success(time.perf_counter() - started)
         metrics.KEY_POOL_SIZE.set(remaining)
         if remaining < self.min_size:
             self._wakeup.set()
