@@ -14,10 +14,12 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.config import Settings, load_settings
+from gateway.config.models import EdgeLimits
 from gateway.engines.state import Engines
 from gateway.events import EventBus
 from gateway.exceptions import ConfigError
 from gateway.runtime import Runtime
+from gateway.server import PeerConnections
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 
@@ -34,10 +36,24 @@ class Gateway:
         self.runtime = Runtime(settings, self.engines, self.events)
         self._retired: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
+        #: Open connections per client address, for server.limits.max_connections_per_ip (gateway/server.py).
+        self.peer_connections = PeerConnections()
 
     @property
     def settings(self) -> Settings:
         return self.runtime.settings
+
+    # What gateway.server.GatewayHttpProtocol asks of the app (its EdgeOwner protocol).
+    @property
+    def edge_limits(self) -> EdgeLimits:
+        return self.runtime.settings.server.limits
+
+    @property
+    def access_log(self) -> bool:
+        return self.runtime.settings.server.access_log
+
+    def trusts(self, address: str) -> bool:
+        return self.runtime.trusted.is_trusted(address)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

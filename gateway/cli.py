@@ -114,6 +114,8 @@ def configure_logging() -> None:
 def run_server(config: str | None, host: str | None, port: int | None, workers: int | None) -> int:
     import uvicorn
 
+    from gateway.server import server_options
+
     path = _config_path(config)
     settings = _settings(path)
     if settings is None:
@@ -140,13 +142,7 @@ def run_server(config: str | None, host: str | None, port: int | None, workers: 
             host=host or server.host,
             port=port if port is not None else server.port,
             workers=workers,
-            lifespan="on",
-            access_log=False,  # the gateway writes its own JSON access log
-            proxy_headers=False,  # trusted proxies are the gateway's own setting
-            server_header=False,  # upstream responses carry their own Server and Date
-            date_header=False,
-            timeout_graceful_shutdown=int(server.drain_timeout) or None,
-            log_config=None,
+            **server_options(server),
         )
     finally:
         if metrics_dir:

@@ -2,6 +2,7 @@
 
 GatewayError
 ├── ConfigError             the YAML is invalid (carries every problem, file:line: field: message)
+├── InvalidRequest          the request cannot be forwarded unambiguously (framing, path)      → 400 / 501
 ├── StorageError            a state engine (Redis, the database) failed or missed its deadline → 503
 │   └── CircuitOpen             its circuit breaker refused the call without trying it           → 503
 └── UpstreamError           the upstream could not give a response                             → 502
@@ -21,6 +22,7 @@ __all__ = [
     "CircuitOpen",
     "ConfigError",
     "GatewayError",
+    "InvalidRequest",
     "StorageError",
     "UpstreamConnectError",
     "UpstreamError",
@@ -41,6 +43,17 @@ class ConfigError(GatewayError):
     def __init__(self, errors: Sequence[str]) -> None:
         super().__init__("\n".join(errors))
         self.errors = list(errors)
+
+
+class InvalidRequest(GatewayError):
+    """The request cannot be forwarded as one unambiguous message; `field` names the part at fault."""
+
+    error = "invalid_request"
+
+    def __init__(self, status: int, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.field = field
 
 
 class StorageError(GatewayError):

@@ -51,6 +51,23 @@ class IdentityResolver:
         user = settings.user_header
         self._user_header = user.name.lower().encode() if user else None
         self._tier_header = user.tier_header.lower().encode() if user else None
+        #: The headers a client identifies itself with; they stop at the gateway unless a route forwards them.
+        self.client_headers = frozenset(
+            name for name in (self._api_key_header, self._user_header, self._tier_header) if name is not None
+        )
+        own = settings.upstream_headers
+        self._own = (
+            (own.user_id.lower().encode(), own.tier.lower().encode(), own.kind.lower().encode()) if own else None
+        )
+        #: The headers the gateway sets upstream itself; a client's copies of them are always dropped.
+        self.upstream_header_names = frozenset(self._own or ())
+
+    def upstream_headers(self, identity: Identity) -> list[tuple[bytes, bytes]]:
+        """Who the gateway established the caller is, for the upstream."""
+        if self._own is None:
+            return []
+        user_id, tier, kind = self._own
+        return [(user_id, identity.user_id.encode()), (tier, identity.tier.encode()), (kind, identity.kind.encode())]
 
     def resolve(self, scope: Scope) -> Identity:
         api_key = user_id = tier = None

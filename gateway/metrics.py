@@ -64,6 +64,11 @@ BREAKER_STATE = Gauge(
     ["breaker"],
     multiprocess_mode="max",
 )
+HTTP_REFUSED = Counter(
+    "gateway_http_refused",
+    "Requests and connections refused at the edge before the pipeline, by reason (the error code).",
+    ["reason"],
+)
 CONFIG_RELOADS = Counter("gateway_config_reloads", "Configuration reload attempts, by result.", ["result"])
 
 _request_children: dict[tuple[str, str, str], Counter] = {}

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.client_ip import TrustedProxies
-from gateway.exceptions import GatewayError, StorageError
+from gateway.exceptions import GatewayError, InvalidRequest, StorageError
 from gateway.proxy.headers import request_id_from
 from gateway.responses import send_error
 
@@ -32,6 +32,8 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        # The path as the client sent it, for the log: later steps see the normalised one (gateway/edge.py).
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8", "replace")
         headers = scope["headers"]
         request_id = request_id_from(headers)
         peer = scope["client"][0] if scope.get("client") else ""
@@ -60,7 +62,8 @@ class ObserveMiddleware:
                 raise  # the response has started: breaking the connection is the only signal left
             status = exc.status
             extra = [(b"retry-after", b"5")] if isinstance(exc, StorageError) else []
-            await send_error(send_observed, exc.status, exc.error, str(exc), request_id, extra)
+            fields = {"field": exc.field} if isinstance(exc, InvalidRequest) else {}
+            await send_error(send_observed, exc.status, exc.error, str(exc), request_id, extra, **fields)
         except Exception:
             logger.exception("unhandled error for request %s", request_id)
             if status:
@@ -75,19 +78,18 @@ class ObserveMiddleware:
             if scope["type"] == "http":
                 metrics.observe_request(route_name, scope["method"], status or 499, duration)
             if self.access_log:
-                access_logger.info(
-                    json.dumps(
-                        {
-                            "ts": round(time.time(), 3),
-                            "request_id": request_id,
-                            "client": scope["gateway.client_ip"],
-                            "method": scope.get("method", "WS"),
-                            "path": scope["path"],
-                            "route": route_name,
-                            "status": status or 499,
-                            "duration_ms": round(duration * 1000, 3),
-                            "upstream": scope.get("gateway.upstream"),
-                        },
-                        separators=(",", ":"),
-                    )
+                log_access(
+                    request_id=request_id,
+                    client=scope["gateway.client_ip"],
+                    method=scope.get("method", "WS"),
+                    path=raw_path.decode("latin-1"),
+                    route=route_name,
+                    status=status or 499,
+                    duration_ms=round(duration * 1000, 3),
+                    upstream=scope.get("gateway.upstream"),
                 )
+
+
+def log_access(**fields: object) -> None:
+    """One JSON line on the access log; json.dumps escapes whatever bytes a client put in a field."""
+    access_logger.info(json.dumps({"ts": round(time.time(), 3), **fields}, separators=(",", ":")))

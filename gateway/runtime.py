@@ -15,6 +15,7 @@ from gateway import health
 from gateway.client_ip import TrustedProxies
 from gateway.config.models import Settings
 from gateway.dispatch import Dispatcher
+from gateway.edge import EdgeMiddleware
 from gateway.engines.state import Engines
 from gateway.events import EventBus
 from gateway.identity import IdentityMiddleware, IdentityResolver
@@ -34,7 +35,7 @@ API_PREFIX = "/api/"
 
 
 class Runtime:
-    """The request pipeline: observe → identity → rate limit → dispatch (own API, proxy routes)."""
+    """The request pipeline: observe → edge checks → identity → rate limit → dispatch (own API, proxy routes)."""
 
     def __init__(self, settings: Settings, engines: Engines, events: EventBus) -> None:
         self.settings = settings
@@ -52,9 +53,15 @@ class Runtime:
         self.shortener = ShortenerService(settings, engines, events)
         self.notifications = NotificationService(settings, engines, events)
         self.proxy = ProxyHandler(
-            self.upstreams, trusted=self.trusted, max_body_bytes=server.max_body_bytes, events=events
+            self.upstreams,
+            trusted=self.trusted,
+            max_body_bytes=server.max_body_bytes,
+            events=events,
+            identities=self.identities,
         )
         self.own = Starlette(routes=self._own_routes(), exception_handlers={HTTPException: _http_error})
+        # Starlette's trailing-slash redirect builds Location from the client's Host header: a 404 is safer.
+        self.own.router.redirect_slashes = False
         own_paths = {server.health_path: "_healthz", server.ready_path: "_readyz", server.metrics_path: "_metrics"}
         dispatcher = Dispatcher(
             router=self.router,
@@ -66,7 +73,8 @@ class Runtime:
         )
         limited = RateLimitMiddleware(dispatcher, service=self.ratelimit, exempt_paths=own_paths)
         identified = IdentityMiddleware(limited, resolver=self.identities)
-        self.app = ObserveMiddleware(identified, trusted=self.trusted, access_log=server.access_log)
+        checked = EdgeMiddleware(identified, allow_encoded_slashes=server.allow_encoded_slashes)
+        self.app = ObserveMiddleware(checked, trusted=self.trusted, access_log=server.access_log)
 
     def _own_routes(self) -> list[BaseRoute]:
         server = self.settings.server

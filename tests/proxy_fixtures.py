@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
 from gateway.config import Settings, parse_settings
+from gateway.server import server_options
 from tests.services import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,18 +111,7 @@ async def serve_gateway(settings: Settings) -> AsyncIterator[str]:
     """The gateway under a real uvicorn.Server on a free port, in the test's own event loop; yields its base URL."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        lifespan="on",
-        log_level="warning",
-        log_config=None,
-        # The same protocol options as `gateway run` (gateway/cli.py).
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        timeout_graceful_shutdown=int(settings.server.drain_timeout) or None,
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", **server_options(settings.server)
     )
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())

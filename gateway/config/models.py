@@ -26,6 +26,31 @@ DEFAULT_BREAKER_COOLDOWN_S = 30.0
 EngineKind = Literal["embedded", "redis"]
 
 
+class EdgeLimits(Model):
+    """What one client may make the gateway hold (gateway/server.py enforces the head limits)."""
+
+    #: The request target; longer is 414.
+    max_request_line: ByteSize = 8 * 1024
+    #: One header field (name and value); longer is 431.
+    max_header_line: ByteSize = 8 * 1024
+    #: The whole request head; the parser is never fed more of one head than this (431).
+    max_header_bytes: ByteSize = 32 * 1024
+    #: Header fields per request (431).
+    max_headers: int = Field(100, ge=1)
+    #: Time to send a complete request head, from its first byte (408); 0 disables it.
+    header_timeout: Duration = 10.0
+    #: Open connections per client address; 0 disables it. Peers in trusted_proxies are exempt.
+    max_connections_per_ip: int = Field(256, ge=0)
+    #: Body of a request to the gateway's own JSON API (413), checked before reading and before authentication.
+    max_api_body: ByteSize = 64 * 1024
+
+    @model_validator(mode="after")
+    def _line_within_head(self) -> EdgeLimits:
+        if max(self.max_request_line, self.max_header_line) > self.max_header_bytes:
+            raise ValueError("max_request_line and max_header_line cannot exceed max_header_bytes")
+        return self
+
+
 class ServerSettings(Model):
     host: str = "127.0.0.1"
     port: int = Field(DEFAULT_PORT, ge=0, le=65535)
@@ -43,6 +68,9 @@ class ServerSettings(Model):
     metrics_path: str = "/metrics"
     #: Poll the config file and reload it when it changes (SIGHUP always reloads).
     watch_config: bool = True
+    limits: EdgeLimits = EdgeLimits()
+    #: Forward %2F and %5C in paths (as one segment) instead of refusing them with 400; see gateway/paths.py.
+    allow_encoded_slashes: bool = False
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -158,6 +186,8 @@ class RouteSettings(Model):
     rewrite_prefix: str | None = None
     #: Forward the client's Host header instead of the target's.
     preserve_host: bool = False
+    #: Forward the API key, user and tier headers the client sent (by default they stop at the gateway).
+    forward_identity_headers: bool = False
     websocket: bool = False
     timeouts: Timeouts | None = None
     max_body_bytes: ByteSize | None = None

@@ -18,7 +18,7 @@ _PATTERN = re.compile(r"^(/[^\s]*)$")
 
 class ApiKey(Model):
     key: str = Field(min_length=8)
-    user_id: str = Field(min_length=1)
+    user_id: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
     tier: str
     #: May call the admin API (the rate-limit check endpoint, the DLQ, ...).
     admin: bool = False
@@ -33,12 +33,24 @@ class UserHeader(Model):
     default_tier: str = "free"
 
 
+class UpstreamIdentityHeaders(Model):
+    """Headers the gateway sets on proxied requests to say who it established the caller is. A client's own
+    copies of them are always dropped, so an upstream can trust them."""
+
+    user_id: str = "X-Gateway-User-ID"
+    tier: str = "X-Gateway-Tier"
+    #: api_key, user_header or ip.
+    kind: str = "X-Gateway-Identity"
+
+
 class IdentitySettings(Model):
     api_key_header: str = "X-API-Key"
     api_keys: tuple[ApiKey, ...] = ()
     user_header: UserHeader | None = UserHeader()
     #: Tier of requests identified by client address only.
     anonymous_tier: str = ANONYMOUS_TIER
+    #: null: set none (the client's copies are still dropped).
+    upstream_headers: UpstreamIdentityHeaders | None = UpstreamIdentityHeaders()
 
 
 class RuleSettings(Model):

@@ -10,9 +10,10 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway import metrics
 from gateway.client_ip import TrustedProxies
 from gateway.events import EventBus
-from gateway.exceptions import BodyTooLarge, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from gateway.exceptions import BodyTooLarge, InvalidRequest, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from gateway.identity import IdentityResolver
 from gateway.proxy.headers import FORWARDED, Headers, rewrite_location, strip_hop_by_hop
-from gateway.proxy.http1 import ConnectError, ProtocolError, Response
+from gateway.proxy.http1 import ConnectError, ProtocolError, RequestRefused, Response
 from gateway.proxy.upstream import Target, Upstream
 from gateway.proxy.websocket import forward_websocket
 from gateway.routing import Route
@@ -20,8 +21,9 @@ from gateway.routing import Route
 WATCH_DELAY_S = 0.05
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _NO_BODY_STATUS = frozenset({204, 304})
-# Dropped on the way upstream: hop-by-hop ones, ours to set, and Expect (uvicorn answers 100-continue itself).
-_DROP_REQUEST = FORWARDED | {b"host", b"expect"}
+# Dropped on the way upstream: hop-by-hop ones, ours to set, Expect (uvicorn answers 100-continue itself), and
+# Content-Length: the proxy frames every upstream request itself, from the body it really forwards.
+_DROP_REQUEST = FORWARDED | {b"host", b"expect", b"content-length"}
 # The gateway sets its own X-Request-ID on every response.
 _DROP_RESPONSE = frozenset({b"x-request-id"})
 
@@ -107,18 +109,26 @@ class ProxyHandler:
         trusted: TrustedProxies,
         max_body_bytes: int,
         events: EventBus | None = None,
+        identities: IdentityResolver | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.trusted = trusted
         self.max_body_bytes = max_body_bytes
         self.events = events
+        self.identities = identities
+        own = identities.upstream_header_names if identities is not None else frozenset()
+        client = identities.client_headers if identities is not None else frozenset()
+        self._drop = _DROP_REQUEST | own | client
+        #: For routes with forward_identity_headers: the client's identity headers pass, the gateway's never do.
+        self._drop_forwarding = _DROP_REQUEST | own
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route: Route = scope["gateway.route"]
         upstream = self.upstreams[route.settings.upstream]
         if scope["type"] == "websocket":
-            headers = self._request_headers(scope)
-            await forward_websocket(scope, receive, send, upstream, headers, self._upstream_target(scope, route))
+            headers = self._request_headers(scope, route)
+            target = self._upstream_target(scope, route).decode("ascii")
+            await forward_websocket(scope, receive, send, upstream, headers, target)
             return
         watch = _DisconnectWatch(receive)
         try:
@@ -137,13 +147,16 @@ class ProxyHandler:
     ) -> None:
         method: str = scope["method"]
         limit = route.settings.max_body_bytes if route.settings.max_body_bytes is not None else self.max_body_bytes
-        body, chunked = self._request_body(scope, receive, limit, watch)
+        body, length = self._request_body(scope, receive, limit, watch)
         if body is None:
             watch.start()
         timeouts = route.settings.timeouts or upstream.settings.timeouts
         read_timeout = timeouts.read or None
-        headers = self._request_headers(scope)
-        request_target = self._upstream_target(scope, route).encode("latin-1")
+        headers = self._request_headers(scope, route)
+        if length is not None:
+            headers.append((b"content-length", b"%d" % length))
+        chunked = body is not None and length is None
+        request_target = self._upstream_target(scope, route)
         attempts = 1 + upstream.settings.retries if method in IDEMPOTENT else 1
         for attempt in range(attempts):
             target = upstream.pick()
@@ -166,6 +179,8 @@ class ProxyHandler:
                     continue
                 self._upstream_error(scope, upstream, "connect", exc)
                 raise UpstreamConnectError(f"cannot connect to the upstream: {exc}") from exc
+            except RequestRefused as exc:
+                raise InvalidRequest(400, "headers", f"the request cannot be forwarded: {exc}") from exc
             except (ProtocolError, TimeoutError, ClientDisconnected, BodyTooLarge) as exc:
                 if body is not None and body.disconnected:
                     return  # the client is gone: nobody to answer
@@ -232,24 +247,25 @@ class ProxyHandler:
 
     def _request_body(
         self, scope: Scope, receive: Receive, limit: int, watch: _DisconnectWatch
-    ) -> tuple[_RequestBody | None, bool]:
+    ) -> tuple[_RequestBody | None, int | None]:
+        """The body to stream (None: there is none) and the client's Content-Length (None: none, or chunked).
+
+        gateway/edge.py has refused every ambiguous framing, so Transfer-Encoding here means exactly chunked.
+        """
         length = None
         chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    raise BodyTooLarge("invalid Content-Length") from None
+                length = int(value)
             elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
+                chunked = True
         if length is not None and length > limit:
             raise BodyTooLarge(f"request body of {length} bytes is over the limit of {limit} bytes")
         if not chunked and not length:
-            return None, False
-        return _RequestBody(receive, limit, watch.start), length is None
+            return None, length
+        return _RequestBody(receive, limit, watch.start), length
 
-    def _request_headers(self, scope: Scope) -> Headers:
+    def _request_headers(self, scope: Scope, route: Route | None = None) -> Headers:
         incoming = scope["headers"]
         peer = scope["client"][0] if scope.get("client") else ""
         trusted = self.trusted.is_trusted(peer)
@@ -263,7 +279,8 @@ class ProxyHandler:
                 forwarded_host = value
             elif name == b"host":
                 host = value
-        headers = strip_hop_by_hop(incoming, extra_drop=_DROP_REQUEST)
+        forwarding = route is not None and route.settings.forward_identity_headers
+        headers = strip_hop_by_hop(incoming, extra_drop=self._drop_forwarding if forwarding else self._drop)
         peer_bytes = peer.encode()
         headers.append(
             (b"x-forwarded-for", forwarded_for + b", " + peer_bytes if trusted and forwarded_for else peer_bytes)
@@ -275,6 +292,9 @@ class ProxyHandler:
         if original_host:
             headers.append((b"x-forwarded-host", original_host))
         headers.append((b"x-request-id", scope["gateway.request_id"].encode()))
+        identity = scope.get("gateway.identity")
+        if identity is not None and self.identities is not None:
+            headers.extend(self.identities.upstream_headers(identity))
         if host is not None:
             headers.append((b"host", host))  # replaced by the target's in _with_host unless preserve_host
         return headers
@@ -286,16 +306,18 @@ class ProxyHandler:
         return [(name, value) for name, value in headers if name != b"host"] + [(b"host", target.netloc.encode())]
 
     @staticmethod
-    def _upstream_target(scope: Scope, route: Route) -> str:
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        path = raw_path.decode("latin-1")
-        if route.public_prefix is not None:
-            if path.startswith(route.public_prefix):
-                path = route.upstream_path(path)
-            else:  # the raw path is percent-encoded differently from the prefix: use the decoded path
-                path = route.upstream_path(scope["path"])
+    def _upstream_target(scope: Scope, route: Route) -> bytes:
+        """The request target, from the normalised raw path (gateway/edge.py): never a decoded byte."""
+        path: bytes = scope["raw_path"]
+        prefix = route.public_prefix
+        if prefix is not None:
+            encoded_prefix = prefix.encode("ascii")
+            if not path.startswith(encoded_prefix):
+                # Only a prefix with characters the client escaped differently; the bytes cannot be rewritten.
+                raise InvalidRequest(400, "path", f"the path does not start with the route's prefix {prefix!r}")
+            path = route.upstream_path(path.decode("ascii")).encode("ascii")
         query: bytes = scope.get("query_string", b"")
-        return path + "?" + query.decode("latin-1") if query else path
+        return path + b"?" + query if query else path
 
     @staticmethod
     def _rewrite_locations(headers: Headers, route: Route, target: Target) -> Headers:

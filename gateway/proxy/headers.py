@@ -29,14 +29,23 @@ Headers = list[tuple[bytes, bytes]]
 
 
 def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]], extra_drop: frozenset[bytes] = frozenset()) -> Headers:
-    """Drop hop-by-hop headers, the headers that Connection names, and `extra_drop` (lower-case names)."""
+    """Drop hop-by-hop headers, the headers that Connection names, and `extra_drop` (lower-case names).
+
+    A name is compared with `_` read as `-`: CGI, WSGI and many frameworks map both spellings to one variable
+    (HTTP_X_FORWARDED_FOR), so `X_Forwarded_For` would otherwise pass as a spoof of the header dropped here.
+    """
     headers = list(headers)
     named: set[bytes] = set()
     for name, value in headers:
         if name.lower() == b"connection":
-            named.update(token.strip().lower() for token in value.split(b","))
+            named.update(_canonical(token.strip()) for token in value.split(b","))
     drop = HOP_BY_HOP | extra_drop | named
-    return [(name, value) for name, value in headers if name.lower() not in drop]
+    return [(name, value) for name, value in headers if _canonical(name) not in drop]
+
+
+def _canonical(name: bytes) -> bytes:
+    name = name.lower()
+    return name.replace(b"_", b"-") if b"_" in name else name
 
 
 # A random per-process prefix and a counter: unique across workers and replicas, and cheaper than uuid4.

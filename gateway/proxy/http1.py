@@ -30,6 +30,10 @@ class ProtocolError(Exception):
     """The upstream broke the exchange (closed early, sent invalid HTTP)."""
 
 
+class RequestRefused(ValueError):
+    """The request cannot be written as one unambiguous HTTP/1.1 message; nothing was sent."""
+
+
 class _StaleConnection(Exception):
     """A kept-alive connection turned out closed before any response byte: safe to send again."""
 
@@ -89,8 +93,12 @@ class _Connection(asyncio.Protocol):
         response = self._response
         if response is None or 100 <= status < 200:
             return  # 1xx interim responses are not forwarded; the final response follows on this connection
+        framing = _framing(self._headers)
+        if framing is None:
+            self._fail(ProtocolError("ambiguous response framing: a Transfer-Encoding other than chunked"))
+            return
         response._start(status, self._headers)
-        if status not in (204, 304) and not _has_framing(self._headers):
+        if status not in (204, 304) and not framing:
             response.until_close = True
         if response.head_only:
             # llhttp cannot be told that a HEAD response has no body, so finish here and drop the connection.
@@ -244,12 +252,19 @@ class Response:
         connection.pool._slots.release()
 
 
-def _has_framing(headers: Headers) -> bool:
-    """Whether a response head delimits its body (Content-Length or chunked) rather than leaving it to the close."""
-    return any(
-        name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower())
-        for name, value in headers
-    )
+def _framing(headers: Headers) -> bool | None:
+    """Whether a response head delimits its body (Content-Length or chunked) or leaves it to the close; None when
+    it is ambiguous. llhttp refuses Content-Length twice or beside Transfer-Encoding; a coding other than exactly
+    `chunked` would make the body's length the close and its bytes something the client was never told of."""
+    framed = False
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            if value.strip().lower() != b"chunked" or framed:
+                return None
+            framed = True
+        elif name == b"content-length":
+            framed = True
+    return framed
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -317,6 +332,10 @@ class ConnectionPool:
     ) -> Response:
         """Send the request head (and stream `body`); return once the response head has arrived."""
         head = b"".join([method, b" ", target, b" HTTP/1.1\r\n", *(n + b": " + v + b"\r\n" for n, v in headers)])
+        # One CR and one LF per line and nowhere else: no byte of a name, value or target can start a new line.
+        lines = len(headers) + 1
+        if head.count(b"\n") != lines or head.count(b"\r") != lines or b" " in target or b"\x00" in head:
+            raise RequestRefused("a header or the target of the upstream request holds CR, LF, NUL or a space")
         head += b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n"
         # A slot is held from here until Response.close(): at most max_connections exchanges at once.
         await self._slots.acquire()

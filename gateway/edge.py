@@ -1,0 +1,96 @@
+"""What the edge refuses before any other step sees a request, and the one path every later step matches on.
+
+A request is only forwarded if it can be forwarded unambiguously (RFC 9112 §6.1, §6.3, §7.6.1; RFC 9110 §7.6.1):
+
+- `Connection` may not name a header needed to frame or route the request (Content-Length, Transfer-Encoding,
+  Host): a proxy that honoured it would strip the framing of a body it still forwards, and one request would
+  become two upstream. Such a request is a 400, never "fixed" by ignoring the token.
+- Transfer-Encoding must be exactly `chunked` (400 when chunked is not the final coding, 501 for codings the
+  gateway does not implement), never beside Content-Length, never in HTTP/1.0; Content-Length is one run of
+  digits, given once.
+- The path is normalised once (gateway/paths.py) into `scope["path"]` (decoded, for matching) and
+  `scope["raw_path"]` (what the upstream receives); a path that cannot be normalised is a 400.
+
+uvicorn's parser (llhttp) already refuses most malformed framing; these checks hold whatever server runs the app.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.exceptions import InvalidRequest
+from gateway.paths import InvalidPath, normalize_path
+from gateway.responses import send_error
+
+#: Headers a Connection option may never name: the request's framing and its routing.
+_NOT_HOP_BY_HOP = frozenset({b"content-length", b"transfer-encoding", b"host"})
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+
+
+def check_framing(scope: Scope) -> None:
+    """Raise InvalidRequest unless the request's framing headers have exactly one meaning."""
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    for name, value in scope["headers"]:
+        if name not in _FRAMING:
+            continue
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            codings.append(value)
+        else:
+            for token in value.split(b","):
+                if token.strip().lower() in _NOT_HOP_BY_HOP:
+                    raise InvalidRequest(
+                        400, "Connection", f"Connection may not name {token.strip().decode('latin-1')!r}"
+                    )
+    if codings:
+        if lengths:
+            raise InvalidRequest(400, "Transfer-Encoding", "Transfer-Encoding and Content-Length together")
+        if scope.get("http_version") == "1.0":
+            raise InvalidRequest(400, "Transfer-Encoding", "Transfer-Encoding in an HTTP/1.0 request")
+        tokens = [token.strip().lower() for value in codings for token in value.split(b",")]
+        if tokens[-1] != b"chunked":
+            raise InvalidRequest(400, "Transfer-Encoding", "chunked must be the final transfer coding")
+        if len(tokens) > 1:
+            raise InvalidRequest(501, "Transfer-Encoding", "only the chunked transfer coding is implemented")
+    elif lengths:
+        if len(lengths) > 1:
+            raise InvalidRequest(400, "Content-Length", "Content-Length given more than once")
+        if not lengths[0].isdigit():
+            raise InvalidRequest(400, "Content-Length", "Content-Length must be a decimal number")
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, *, allow_encoded_slashes: bool = False) -> None:
+        self.app = app
+        self.allow_encoded_slashes = allow_encoded_slashes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):  # pragma: no cover - lifespan is handled by the Gateway
+            await self.app(scope, receive, send)
+            return
+        try:
+            if scope["type"] == "http":
+                check_framing(scope)
+            raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+            path = normalize_path(raw, allow_encoded_slashes=self.allow_encoded_slashes)
+        except InvalidRequest as exc:
+            await self._refuse(scope, send, exc.status, exc.error, str(exc), exc.field)
+            return
+        except InvalidPath as exc:
+            await self._refuse(scope, send, 400, "invalid_path", str(exc), "path")
+            return
+        scope["path"] = path.decoded
+        scope["raw_path"] = path.encoded
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, status: int, error: str, detail: str, field: str) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
+            return
+        # The request's body is left unread: close the connection rather than parse what follows as a request.
+        await send_error(
+            send, status, error, detail, scope.get("gateway.request_id"), [(b"connection", b"close")], field=field
+        )
