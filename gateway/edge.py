@@ -20,7 +20,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.exceptions import InvalidRequest
 from gateway.paths import InvalidPath, normalize_path
-from gateway.responses import send_error
 
 #: Headers a Connection option may never name: the request's framing and its routing.
 _NOT_HOP_BY_HOP = frozenset({b"content-length", b"transfer-encoding", b"host"})
@@ -75,22 +74,13 @@ class EdgeMiddleware:
                 check_framing(scope)
             raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
             path = normalize_path(raw, allow_encoded_slashes=self.allow_encoded_slashes)
-        except InvalidRequest as exc:
-            await self._refuse(scope, send, exc.status, exc.error, str(exc), exc.field)
-            return
-        except InvalidPath as exc:
-            await self._refuse(scope, send, 400, "invalid_path", str(exc), "path")
-            return
+        except (InvalidRequest, InvalidPath) as exc:
+            if isinstance(exc, InvalidPath):
+                exc = InvalidRequest(400, "path", str(exc))
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": str(exc)[:120]})
+                return
+            raise exc from None  # rendered by gateway/observe.py, with Connection: close
         scope["path"] = path.decoded
         scope["raw_path"] = path.encoded
         await self.app(scope, receive, send)
-
-    @staticmethod
-    async def _refuse(scope: Scope, send: Send, status: int, error: str, detail: str, field: str) -> None:
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
-            return
-        # The request's body is left unread: close the connection rather than parse what follows as a request.
-        await send_error(
-            send, status, error, detail, scope.get("gateway.request_id"), [(b"connection", b"close")], field=field
-        )

@@ -3,12 +3,14 @@
 GatewayError
 ├── ConfigError             the YAML is invalid (carries every problem, file:line: field: message)
 ├── InvalidRequest          the request cannot be forwarded unambiguously (framing, path)      → 400 / 501
+├── InvalidBody             a body sent to the gateway's own API is not strict JSON            → 400
+├── UnsupportedMediaType    a body sent to the gateway's own API is not declared as JSON       → 415
+├── BodyTooLarge            a request body is over its limit (the route's, or the own API's)   → 413
 ├── StorageError            a state engine (Redis, the database) failed or missed its deadline → 503
 │   └── CircuitOpen             its circuit breaker refused the call without trying it           → 503
 └── UpstreamError           the upstream could not give a response                             → 502
     ├── UpstreamConnectError    connection refused, reset or unresolvable                        → 502
-    ├── UpstreamTimeout         connect or read deadline passed                                  → 504
-    └── BodyTooLarge            request body over the route's limit                              → 413
+    └── UpstreamTimeout         connect or read deadline passed                                  → 504
 
 Each HTTP-facing error carries its status and a short machine-readable `error` code for the JSON body.
 """
@@ -22,10 +24,12 @@ __all__ = [
     "CircuitOpen",
     "ConfigError",
     "GatewayError",
+    "InvalidBody",
     "InvalidRequest",
     "StorageError",
     "UpstreamConnectError",
     "UpstreamError",
+    "UnsupportedMediaType",
     "UpstreamTimeout",
 ]
 
@@ -35,6 +39,8 @@ class GatewayError(Exception):
 
     status: int = 500
     error: str = "internal_error"
+    #: The request field, header or part at fault, named in the JSON body; None when there is none.
+    field: str | None = None
 
 
 class ConfigError(GatewayError):
@@ -54,6 +60,24 @@ class InvalidRequest(GatewayError):
         super().__init__(detail)
         self.status = status
         self.field = field
+
+
+class InvalidBody(GatewayError):
+    """A body for the gateway's own API is not strict JSON (or not the shape asked for)."""
+
+    status = 400
+    error = "invalid_body"
+
+    def __init__(self, detail: str, field: str = "body") -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class UnsupportedMediaType(GatewayError):
+    """A body for the gateway's own API is not declared as JSON."""
+
+    status = 415
+    error = "unsupported_media_type"
 
 
 class StorageError(GatewayError):
@@ -90,8 +114,8 @@ class UpstreamTimeout(UpstreamError):
     error = "gateway_timeout"
 
 
-class BodyTooLarge(UpstreamError):
-    """The request body is over the route's limit."""
+class BodyTooLarge(GatewayError):
+    """The request body is over its limit."""
 
     status = 413
     error = "payload_too_large"

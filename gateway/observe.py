@@ -13,9 +13,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.client_ip import TrustedProxies
-from gateway.exceptions import GatewayError, InvalidRequest, StorageError
+from gateway.exceptions import GatewayError
 from gateway.proxy.headers import request_id_from
-from gateway.responses import send_error
+from gateway.responses import send_error, send_gateway_error
 
 access_logger = logging.getLogger("gateway.access")
 logger = logging.getLogger("gateway")
@@ -61,9 +61,7 @@ class ObserveMiddleware:
             if status:
                 raise  # the response has started: breaking the connection is the only signal left
             status = exc.status
-            extra = [(b"retry-after", b"5")] if isinstance(exc, StorageError) else []
-            fields = {"field": exc.field} if isinstance(exc, InvalidRequest) else {}
-            await send_error(send_observed, exc.status, exc.error, str(exc), request_id, extra, **fields)
+            await send_gateway_error(send_observed, exc, request_id)
         except Exception:
             logger.exception("unhandled error for request %s", request_id)
             if status:

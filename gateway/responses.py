@@ -8,9 +8,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Send
 
+from gateway.exceptions import CircuitOpen, GatewayError, InvalidRequest, StorageError
+
 JSON = b"application/json"
+#: Retry-After of an unavailable store whose breaker cannot say when it will be back.
+STORAGE_RETRY_AFTER_S = 5
 
 
 async def send_json(send: Send, status: int, body: Any, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
@@ -35,6 +41,43 @@ async def send_error(
     **extra: Any,
 ) -> None:
     await send_json(send, status, {"error": error, "detail": detail, "request_id": request_id, **extra}, headers)
+
+
+def error_parts(exc: GatewayError) -> tuple[dict[str, Any], list[tuple[bytes, bytes]]]:
+    """The extra JSON fields and the headers of the error response for `exc`: one rule for every endpoint."""
+    fields: dict[str, Any] = {"field": exc.field} if exc.field is not None else {}
+    headers: list[tuple[bytes, bytes]] = []
+    if isinstance(exc, StorageError):
+        seconds = max(1, math.ceil(exc.retry_after)) if isinstance(exc, CircuitOpen) else STORAGE_RETRY_AFTER_S
+        headers.append((b"retry-after", b"%d" % seconds))
+    if isinstance(exc, InvalidRequest):
+        # The request's framing cannot be trusted: never parse what follows it as the next request. (A body over
+        # its limit is well framed: the server reads and discards the rest, and the client can read the 413.)
+        headers.append((b"connection", b"close"))
+    return fields, headers
+
+
+async def send_gateway_error(send: Send, exc: GatewayError, request_id: str | None) -> None:
+    fields, headers = error_parts(exc)
+    await send_error(send, exc.status, exc.error, str(exc), request_id, headers, **fields)
+
+
+class ErrorResponse(Response):
+    """A GatewayError as a Starlette response, for exception handlers."""
+
+    media_type = "application/json"
+
+    def __init__(self, exc: GatewayError, request_id: str | None) -> None:
+        fields, headers = error_parts(exc)
+        body = {"error": exc.error, "detail": str(exc), "request_id": request_id, **fields}
+        super().__init__(json.dumps(body, separators=(",", ":")), exc.status)
+        self.raw_headers.extend(headers)
+
+
+async def handle_gateway_error(request: Request, exc: Exception) -> Response:
+    """Starlette exception handler: the own API's endpoints raise, this renders."""
+    assert isinstance(exc, GatewayError)
+    return ErrorResponse(exc, request.scope.get("gateway.request_id"))
 
 
 def iso_time(epoch: float) -> str:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.config.base import with_head
 from gateway.config.models import RouteSettings
 
 
@@ -77,7 +78,7 @@ def compile_route(settings: RouteSettings) -> Route:
         path_rank, literal = 1, len(prefix)
     else:
         path_rank, literal = 0, 0
-    methods = frozenset(match.methods) if match.methods else None
+    methods = with_head(match.methods)
     return Route(
         settings=settings,
         name=settings.name,

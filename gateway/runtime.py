@@ -18,6 +18,7 @@ from gateway.dispatch import Dispatcher
 from gateway.edge import EdgeMiddleware
 from gateway.engines.state import Engines
 from gateway.events import EventBus
+from gateway.exceptions import GatewayError
 from gateway.identity import IdentityMiddleware, IdentityResolver
 from gateway.notify import api as notify_api
 from gateway.notify.service import NotificationService
@@ -27,6 +28,8 @@ from gateway.proxy.upstream import Upstream
 from gateway.ratelimit import api as ratelimit_api
 from gateway.ratelimit.middleware import RateLimitMiddleware
 from gateway.ratelimit.service import RateLimitService
+from gateway.request_body import BodyLimitMiddleware
+from gateway.responses import handle_gateway_error
 from gateway.routing import Router
 from gateway.shortener.service import ShortenerService
 
@@ -59,7 +62,10 @@ class Runtime:
             events=events,
             identities=self.identities,
         )
-        self.own = Starlette(routes=self._own_routes(), exception_handlers={HTTPException: _http_error})
+        self.own = Starlette(
+            routes=self._own_routes(),
+            exception_handlers={HTTPException: _http_error, GatewayError: handle_gateway_error},
+        )
         # Starlette's trailing-slash redirect builds Location from the client's Host header: a 404 is safer.
         self.own.router.redirect_slashes = False
         own_paths = {server.health_path: "_healthz", server.ready_path: "_readyz", server.metrics_path: "_metrics"}
@@ -68,7 +74,7 @@ class Runtime:
             proxy=self.proxy,
             own_paths=own_paths,
             own_prefixes={API_PREFIX: "_api"},
-            own=self.own,
+            own=BodyLimitMiddleware(self.own, limit=server.limits.max_api_body),
             fallback=self.shortener.redirect,
         )
         limited = RateLimitMiddleware(dispatcher, service=self.ratelimit, exempt_paths=own_paths)

@@ -21,3 +21,10 @@ def upper_methods(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
     if unknown:
         raise ValueError(f"unknown HTTP method(s): {', '.join(unknown)}")
     return methods
+
+
+def with_head(methods: tuple[str, ...] | None) -> frozenset[str] | None:
+    """The methods a route or rule matches: HEAD is a GET without the body (RFC 9110 §9.3.2), so GET implies it."""
+    if not methods:
+        return None
+    return frozenset(methods) | ({"HEAD"} if "GET" in methods else set())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -24,8 +24,18 @@ class SourceError(Exception):
         self.message = message
 
 
-def read_yaml(text: str, environ: Mapping[str, str] | None = None) -> tuple[Any, dict[Location, int]]:
-    """Parse `text`; return the data and a map from each node's location to its 1-based line."""
+class Problem(NamedTuple):
+    """One problem found while reading, at a line; reading goes on so that every problem is reported at once."""
+
+    line: int
+    location: Location
+    message: str
+
+
+def read_yaml(text: str, environ: Mapping[str, str] | None = None) -> tuple[Any, dict[Location, int], list[Problem]]:
+    """Parse `text`; return the data, a map from each node's location to its 1-based line, and the problems met
+    on the way (a missing ${ENV} reads as "" and is one of them). A YAML syntax error is a SourceError: nothing
+    after it can be read."""
     env = os.environ if environ is None else environ
     loader = yaml.SafeLoader(text)
     try:
@@ -36,36 +46,54 @@ def read_yaml(text: str, environ: Mapping[str, str] | None = None) -> tuple[Any,
     finally:
         loader.dispose()
     lines: dict[Location, int] = {}
+    problems: list[Problem] = []
     if node is None:
-        return {}, lines
-    return _build(loader, node, (), lines, env), lines
+        return {}, lines, problems
+    return _build(loader, node, (), lines, env, problems), lines, problems
 
 
 def _build(
-    loader: yaml.SafeLoader, node: yaml.Node, location: Location, lines: dict[Location, int], env: Mapping[str, str]
+    loader: yaml.SafeLoader,
+    node: yaml.Node,
+    location: Location,
+    lines: dict[Location, int],
+    env: Mapping[str, str],
+    problems: list[Problem],
 ) -> Any:
     lines[location] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            key = _scalar(loader, key_node, location, problems)
             if not isinstance(key, str | int | float | bool):
-                raise SourceError(key_node.start_mark.line + 1, location, "mapping keys must be scalars")
+                problems.append(Problem(line, location, "mapping keys must be scalars"))
+                continue
             key = str(key)
             if key in result:
-                raise SourceError(key_node.start_mark.line + 1, (*location, key), f"duplicate key '{key}'")
-            result[key] = _build(loader, value_node, (*location, key), lines, env)
-            lines[(*location, key)] = key_node.start_mark.line + 1
+                problems.append(Problem(line, (*location, key), f"duplicate key '{key}'"))
+                continue
+            result[key] = _build(loader, value_node, (*location, key), lines, env, problems)
+            lines[(*location, key)] = line
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(loader, item, (*location, index), lines, env) for index, item in enumerate(node.value)]
-    value = loader.construct_object(node, deep=True)
+        return [_build(loader, item, (*location, index), lines, env, problems) for index, item in enumerate(node.value)]
+    value = _scalar(loader, node, location, problems)
     if isinstance(value, str) and "${" in value:
-        value = _substitute(value, env, node.start_mark.line + 1, location)
+        value = _substitute(value, env, node.start_mark.line + 1, location, problems)
     return value
 
 
-def _substitute(value: str, env: Mapping[str, str], line: int, location: Location) -> str:
+def _scalar(loader: yaml.SafeLoader, node: yaml.Node, location: Location, problems: list[Problem]) -> Any:
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        # An unknown tag (!!python/name:..., !custom) or a value its tag cannot read: never constructed.
+        problems.append(Problem(node.start_mark.line + 1, location, f"unsupported YAML tag or value {node.tag!r}"))
+        return None
+
+
+def _substitute(value: str, env: Mapping[str, str], line: int, location: Location, problems: list[Problem]) -> str:
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         found = env.get(name)
@@ -73,6 +101,7 @@ def _substitute(value: str, env: Mapping[str, str], line: int, location: Locatio
             return str(found)
         if default is not None:
             return default
-        raise SourceError(line, location, f"environment variable {name} is not set and has no default")
+        problems.append(Problem(line, location, f"environment variable {name} is not set and has no default"))
+        return ""
 
     return _ENV.sub(replace, value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from gateway.notify.models import FieldError, parse_preferences, parse_request
 from gateway.notify.receipts import Unauthorized, read_receipt
 from gateway.notify.service import NotificationService
 from gateway.notify.templates import TemplateDataError
+from gateway.request_body import read_json
 
 Handler = Callable[[Request], Awaitable[Response]]
 REPLAY_HEADER = "Idempotent-Replay"
@@ -46,11 +46,8 @@ def routes(service: NotificationService, *, public_url: str) -> list[BaseRoute]:
     def guarded(handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
             if not service.ready:
-                return error(request, 503, "notifications_unavailable", "the notification store is not ready yet")
-            try:
-                return await handler(request)
-            except StorageError as exc:
-                return error(request, 503, "storage_unavailable", str(exc))
+                raise StorageError("the notification store is not ready yet")
+            return await handler(request)
 
         return endpoint
 
@@ -58,10 +55,7 @@ def routes(service: NotificationService, *, public_url: str) -> list[BaseRoute]:
         identity = identity_of(request)
         if identity is None or identity.kind != "api_key":
             return error(request, 403, "forbidden", "creating notifications needs an API key")
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError:
-            return invalid(request, FieldError("body", "the body must be JSON"))
+        body = await read_json(request)
         key = request.headers.get("idempotency-key")
         claim: tuple[str, str] | None = None
         if key is not None:
@@ -136,10 +130,9 @@ def routes(service: NotificationService, *, public_url: str) -> list[BaseRoute]:
         if not may_edit(request, user_id):
             return error(request, 403, "forbidden", "only the user themself or an admin API key")
         try:
-            preferences = parse_preferences(user_id, json.loads(await request.body() or b"null"), service.channels)
-        except ValueError as exc:
-            field_error = exc if isinstance(exc, FieldError) else FieldError("body", "the body must be JSON")
-            return invalid(request, field_error)
+            preferences = parse_preferences(user_id, await read_json(request), service.channels)
+        except FieldError as exc:
+            return invalid(request, exc)
         await service.store.put_preferences(preferences, service.now())
         return JSONResponse({"user_id": user_id, **preferences.to_json(), "stored": True})
 

@@ -10,6 +10,8 @@ only validates and stores (the configuration check builds channels too); connect
 first with backoff and dead-letters the second at once. Any other exception counts as retryable.
 A channel that understands provider status callbacks also implements `ReceiptSupport`.
 A channel that speaks HTTP mixes in `HttpSupport` for one pooled httpx client, closed with the channel.
+A channel that sends to URLs users choose checks them with `PublicAddresses` (gateway.notify.destinations, re-exported
+here): only public addresses, checked on the resolved address when sending.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from gateway.notify.destinations import DestinationError, PublicAddresses, networks, origin, redact_url, redact_urls
+
 if TYPE_CHECKING:
     from gateway.config.notifications import ChannelSettings
 
@@ -33,6 +37,24 @@ BUILTIN_PLUGINS = {
     "push": "plugins.push:PushChannel",
     "log": "plugins.log:LogChannel",
 }
+__all__ = [
+    "Channel",
+    "ChannelError",
+    "DestinationError",
+    "HttpSupport",
+    "Message",
+    "PermanentError",
+    "PublicAddresses",
+    "Receipt",
+    "ReceiptSupport",
+    "RetryableError",
+    "SendResult",
+    "networks",
+    "origin",
+    "parse_options",
+    "redact_url",
+    "redact_urls",
+]
 ReceiptStatus = Literal["sent", "delivered", "opened", "failed"]
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
@@ -111,6 +133,17 @@ class Channel(ABC):
 
     def default_address(self) -> str | None:
         """Where a message goes when the user gave no address (the webhook channel's configured URL)."""
+        return None
+
+    def validate_address(self, address: str) -> None:
+        """Raise ValueError, with a message safe to show the user, if `address` cannot be a destination here.
+        Called when a user stores it in their preferences."""
+        return None
+
+    def destination(self, message: Message) -> str | None:
+        """A key naming the user's own destination when the message goes there (a webhook URL of theirs): it gets
+        a circuit breaker of its own, so one user's dead endpoint never holds back everyone else's messages.
+        None when the message goes through the channel's shared provider (the channel's breaker)."""
         return None
 
     @abstractmethod

@@ -23,3 +23,8 @@ HOOKS = Counter(
 RECEIPTS = Counter(
     "gateway_notify_receipts", "Provider receipts applied, by channel and status.", ["channel", "status"]
 )
+DESTINATION_BREAKER_OPENED = Counter(
+    "gateway_notify_destination_breaker_opened",
+    "Breakers of users' own destinations (webhook URLs) that opened, by channel.",
+    ["channel"],
+)

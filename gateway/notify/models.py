@@ -8,9 +8,13 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from gateway.config.notifications import Priority
+from gateway.notify.destinations import parse_http_url
+
+if TYPE_CHECKING:
+    from gateway.notify.channel import Channel
 
 Status = Literal[
     "scheduled", "queued", "digest", "sending", "retrying", "sent", "delivered", "opened", "failed", "skipped"
@@ -21,8 +25,14 @@ PENDING: frozenset[str] = frozenset({"scheduled", "queued", "digest", "sending",
 #: Done with: a redelivered job for one of these is acknowledged without sending.
 FINISHED: frozenset[str] = frozenset({"sent", "delivered", "opened", "failed", "skipped"})
 PRIORITIES: tuple[str, ...] = get_args(Priority)
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
+# Matched with fullmatch: `$` would also match before a trailing newline. Local part and domain as RFC 5321
+# allows them in practice (no quoted local parts), at most 254 characters in all.
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+_PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
+MAX_EMAIL_LENGTH = 254
+MAX_DEVICE_TOKEN_LENGTH = 4096
 MAX_ID_LENGTH = 200
 
 
@@ -79,7 +89,7 @@ class Preferences:
         )
 
 
-def parse_preferences(user_id: str, body: Any, channels: Collection[str]) -> Preferences:
+def parse_preferences(user_id: str, body: Any, channels: Mapping[str, Channel]) -> Preferences:
     """Validate a PUT body; every problem raises FieldError naming the field."""
     if not isinstance(body, dict):
         raise FieldError("body", "the body must be a JSON object")
@@ -98,15 +108,29 @@ def parse_preferences(user_id: str, body: Any, channels: Collection[str]) -> Pre
         if value is not None and (not isinstance(value, str) or value not in opted):
             raise FieldError(key, f"{key} must be one of the opted-in channels {opted}")
     email, phone, url = body.get("email"), body.get("phone"), body.get("webhook_url")
-    if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):
+    if email is not None and (
+        not isinstance(email, str) or len(email) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(email)
+    ):
         raise FieldError("email", "email must be an address such as name@example.com")
-    if phone is not None and (not isinstance(phone, str) or not _PHONE.match(phone)):
+    if phone is not None and (not isinstance(phone, str) or not _PHONE.fullmatch(phone)):
         raise FieldError("phone", "phone must be in E.164 form, such as +14155550100")
-    if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
-        raise FieldError("webhook_url", "webhook_url must be an http:// or https:// URL")
+    if url is not None:
+        if not isinstance(url, str):
+            raise FieldError("webhook_url", "webhook_url must be an http:// or https:// URL")
+        try:
+            parse_http_url(url)
+            for channel in channels.values():
+                if channel.address_field == "webhook_url":
+                    channel.validate_address(url)
+        except ValueError as exc:
+            raise FieldError("webhook_url", f"webhook_url {exc}") from None
     tokens = body.get("device_tokens", [])
-    if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens) or len(tokens) > 100:
-        raise FieldError("device_tokens", "device_tokens must be a list of at most 100 non-empty strings")
+    if (
+        not isinstance(tokens, list)
+        or len(tokens) > 100
+        or not all(isinstance(t, str) and 0 < len(t) <= MAX_DEVICE_TOKEN_LENGTH and t.isprintable() for t in tokens)
+    ):
+        raise FieldError("device_tokens", "device_tokens must be a list of at most 100 non-empty printable strings")
     return Preferences.from_json(user_id, {**body, "channels": opted, "device_tokens": tokens})
 
 

@@ -8,15 +8,16 @@ the provider's signature and parses its fields. Any channel also takes a JSON bo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
+from gateway.exceptions import UnsupportedMediaType
 from gateway.identity import Identity
 from gateway.notify.channel import Channel, Receipt, ReceiptSupport
 from gateway.notify.models import FieldError
+from gateway.request_body import is_json, parse_json
 
 STATUSES = ("delivered", "opened", "failed")
 
@@ -41,10 +42,9 @@ async def read_receipt(request: Request, channel: Channel, public_url: str) -> R
         return channel.parse_receipt(params)
     if not admin:
         raise Unauthorized()
-    try:
-        body = json.loads(raw or b"null")
-    except ValueError:
-        raise FieldError("body", "the body must be a JSON object") from None
+    if raw and not is_json(request):
+        raise UnsupportedMediaType("a receipt is a form (the provider's callback) or JSON")
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise FieldError("body", "the body must be a JSON object")
     provider_id, status, error = body.get("provider_id"), body.get("status"), body.get("error")

@@ -16,6 +16,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.config.notifications import DEFAULT_TEMPLATE_PART, TemplatePart
 
+_HEADER_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u2028\u2029\x85]")
 _UNDEFINED = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
 
 
@@ -85,10 +86,14 @@ class Templates:
             raise TemplateDataError(template_id, channel, missing)
         try:
             subject = compiled.subject.render(data) if compiled.subject is not None else None
-            return Content(subject, compiled.body.render(data))
+            body = compiled.body.render(data)
         except UndefinedError as exc:  # an attribute or key missing inside a variable that is present
             found = _UNDEFINED.search(str(exc))
             name = next((group for group in found.groups() if group), str(exc)) if found else str(exc)
             raise TemplateDataError(template_id, channel, [name]) from None
         except Exception as exc:  # TemplateError, SecurityError, or a TypeError from the data itself
             raise TemplateDataError(template_id, channel, detail=str(exc)) from None
+        if subject is not None and _HEADER_UNSAFE.search(subject):
+            # A subject becomes a mail header (and a line in many receivers): a line break would start a new one.
+            raise TemplateDataError(template_id, channel, detail="the subject holds a line break or control character")
+        return Content(subject, body)

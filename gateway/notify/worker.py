@@ -14,13 +14,14 @@ import json
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from gateway.breaker import CircuitBreaker
+from gateway.breaker import CircuitBreaker, State
 from gateway.config.notifications import NotificationSettings
 from gateway.notify import digest, dlq, metrics
-from gateway.notify.channel import Channel, Message, PermanentError
+from gateway.notify.channel import Channel, ChannelError, Message, PermanentError, redact_urls
 from gateway.notify.models import Job, JobKind
 from gateway.notify.queue.base import Queue, Received
 from gateway.notify.store import Claim, NotificationStore, atomically
@@ -31,6 +32,47 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gateway.notify")
 PURGE_EVERY_TICKS = 60
+DESTINATION_BREAKERS = 10_000
+
+
+def public_error(exc: BaseException) -> str:
+    """What a delivery's status, the DLQ and the log may say of a failure: URLs lose their userinfo and query."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) and not isinstance(exc, ChannelError) else str(exc)
+    return redact_urls(text or type(exc).__name__)
+
+
+class DestinationBreakers:
+    """One breaker per (channel, user destination), with the channel's settings; the least recently used are
+    forgotten past `size`, so a stream of distinct URLs cannot grow memory."""
+
+    def __init__(self, settings: Mapping[str, CircuitBreaker], size: int = DESTINATION_BREAKERS) -> None:
+        self._channels = settings
+        self._size = size
+        self._breakers: OrderedDict[tuple[str, str], CircuitBreaker] = OrderedDict()
+
+    def get(self, channel: str, destination: str) -> CircuitBreaker:
+        key = (channel, destination)
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            template = self._channels[channel]
+            breaker = CircuitBreaker(
+                f"notify:{channel}:destination",
+                failures=template.failures,
+                window_s=template.window_s,
+                cooldown_s=template.cooldown_s,
+                on_change=_count_destination_open,
+            )
+            self._breakers[key] = breaker
+            if len(self._breakers) > self._size:
+                self._breakers.popitem(last=False)
+        else:
+            self._breakers.move_to_end(key)
+        return breaker
+
+
+def _count_destination_open(name: str, old: State, new: State) -> None:
+    if new == "open":
+        metrics.DESTINATION_BREAKER_OPENED.labels(name.split(":")[1]).inc()
 
 
 def backoff(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
@@ -56,6 +98,7 @@ class WorkerPool:
         self.queue = queue
         self.channels = channels
         self.breakers = breakers
+        self.destinations = DestinationBreakers(breakers)
         self.templates = templates
         self._clock = clock
         self._loops: list[asyncio.Task[None]] = []
@@ -150,10 +193,29 @@ class WorkerPool:
     async def _send(self, received: Received, claim: Claim, breaker: CircuitBreaker) -> None:
         job = received.job
         channel = self.channels[job.channel]
+        try:
+            message = await self._message(job, claim)
+            destination = channel.destination(message)
+        except asyncio.CancelledError:
+            breaker.release()
+            raise
+        except Exception as exc:
+            # This message cannot be built (or has nowhere to go): its own failure, never the channel's.
+            breaker.release()
+            await self._dead_letter(received, claim, f"permanent: {public_error(exc)}")
+            return
+        if destination is not None:
+            # The user's own endpoint: this send says nothing about the channel's shared provider.
+            breaker.release()
+            breaker = self.destinations.get(job.channel, destination)
+            if not breaker.allow():
+                await self.store.release(job, claim, now=self._clock())
+                await self.queue.retry(received, max(breaker.retry_after(), self.workers.poll_interval))
+                metrics.DELIVERIES.labels(job.channel, "deferred").inc()
+                return
         metrics.ATTEMPTS.labels(job.channel).inc()
         started = time.monotonic()
         try:
-            message = await self._message(job, claim)
             async with asyncio.timeout(self.workers.lease / 2):
                 result = await channel.send(message)
         except asyncio.CancelledError:
@@ -161,11 +223,11 @@ class WorkerPool:
             raise
         except PermanentError as exc:
             breaker.record_success()  # the provider answered: the channel works, this message cannot
-            await self._dead_letter(received, claim, f"permanent: {exc}")
+            await self._dead_letter(received, claim, f"permanent: {public_error(exc)}")
             return
         except Exception as exc:
             breaker.record_failure()
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            error = public_error(exc)
             if claim.attempts >= self.settings.retries.max_attempts:
                 await self._dead_letter(received, claim, error)
                 return

@@ -10,7 +10,14 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway import metrics
 from gateway.client_ip import TrustedProxies
 from gateway.events import EventBus
-from gateway.exceptions import BodyTooLarge, InvalidRequest, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from gateway.exceptions import (
+    BodyTooLarge,
+    GatewayError,
+    InvalidRequest,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.identity import IdentityResolver
 from gateway.proxy.headers import FORWARDED, Headers, rewrite_location, strip_hop_by_hop
 from gateway.proxy.http1 import ConnectError, ProtocolError, RequestRefused, Response
@@ -220,9 +227,7 @@ class ProxyHandler:
             # Synchronous: cannot be interrupted by cancellation, so the pool never leaks a connection.
             response.close()
 
-    def _failure(
-        self, scope: Scope, upstream: Upstream, exc: BaseException, body: _RequestBody | None
-    ) -> UpstreamError:
+    def _failure(self, scope: Scope, upstream: Upstream, exc: BaseException, body: _RequestBody | None) -> GatewayError:
         if body is not None and body.too_large or isinstance(exc, BodyTooLarge):
             return BodyTooLarge(f"request body is over the limit of {body._limit if body else 0} bytes")
         if isinstance(exc, TimeoutError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -10,8 +9,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.exceptions import InvalidBody
 from gateway.identity import Identity, IdentityResolver
 from gateway.ratelimit.service import RateLimitService
+from gateway.request_body import read_json
 from gateway.responses import iso_time
 
 
@@ -51,12 +52,9 @@ def routes(service: RateLimitService, resolver: IdentityResolver) -> list[BaseRo
         identity = caller(request)
         if identity.kind != "api_key" or not identity.admin:
             return error(request, 403, "forbidden", "the check API needs the API key of an admin identity")
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError:
-            return error(request, 400, "invalid_json", "the body must be a JSON object")
+        body = await read_json(request)
         if not isinstance(body, dict):
-            return error(request, 400, "invalid_json", "the body must be a JSON object")
+            raise InvalidBody("the body must be a JSON object")
         user_id, endpoint = body.get("user_id"), body.get("endpoint")
         tier, cost, method = body.get("tier"), body.get("cost"), body.get("method", "GET")
         if not isinstance(user_id, str) or not user_id:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from gateway.config.base import with_head
 from gateway.config.ratelimit import FailurePolicy, RuleSettings
 from gateway.ratelimit.windows import Window, parse_windows
 
@@ -63,7 +64,7 @@ def compile_rule(settings: RuleSettings) -> Rule:
         name=settings.name or f"{'|'.join(tiers) if tiers else '*'}:{match}",
         id=hashlib.blake2b(fingerprint.encode(), digest_size=4).hexdigest(),
         tiers=frozenset(tiers) if tiers else None,
-        methods=frozenset(settings.methods) if settings.methods else None,
+        methods=with_head(settings.methods),
         windows=parse_windows(settings.windows),
         cost=settings.cost,
         on_failure=settings.on_failure,

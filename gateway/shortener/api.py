@@ -11,7 +11,6 @@ Who may do what:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -22,13 +21,12 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.exceptions import CircuitOpen, StorageError
 from gateway.identity import Identity
+from gateway.request_body import read_json
 from gateway.shortener.store import Link
 from gateway.shortener.validation import InvalidField, parse_create
 
 if TYPE_CHECKING:
     from gateway.shortener.service import ShortenerService
-
-MAX_BODY_BYTES = 64 * 1024
 
 
 class AliasTaken(Exception):
@@ -72,15 +70,7 @@ def routes(service: ShortenerService) -> list[BaseRoute]:
         denied = refused(request)
         if denied is not None:
             return denied
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_BODY_BYTES:
-                return error(request, 413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return error(request, 400, "invalid_json", "the body must be a JSON object")
+        body = await read_json(request)
         try:
             wanted = parse_create(body, service.rules, time.time())
         except InvalidField as exc:

@@ -108,8 +108,13 @@ async def test_the_api_answers_400_naming_the_field_and_stores_nothing(
 
 async def test_malformed_json_is_a_400(backend: Backend) -> None:
     async with running(backend.settings()) as gateway:
-        for content in (b"{not json", b"", b"\xff\xfe"):
-            response = await gateway.client.post("/api/v1/urls", content=content)
+        json_type = {"content-type": "application/json"}
+        for content in (b"{not json", b"", b"\xff\xfe", b'{"long_url": NaN}'):
+            response = await gateway.client.post("/api/v1/urls", content=content, headers=json_type)
             assert response.status_code == 400
-            assert response.json()["error"] == "invalid_json"
+            assert response.json()["error"] in ("invalid_body", "invalid_field")
+            assert response.json()["field"] == "body"
+        untyped = await gateway.client.post("/api/v1/urls", content=b'{"long_url": "https://example.com/"}')
+        assert untyped.status_code == 415
+        assert untyped.json()["error"] == "unsupported_media_type"
         assert await gateway.count_links() == 0
