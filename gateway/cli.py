@@ -109,6 +109,9 @@ def configure_logging() -> None:
     lines = logging.StreamHandler(sys.stdout)
     lines.setFormatter(logging.Formatter("%(message)s"))
     access.addHandler(lines)
+    # httpx logs every request's full URL at INFO, credentials and query tokens of channel URLs included.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def run_server(config: str | None, host: str | None, port: int | None, workers: int | None) -> int:

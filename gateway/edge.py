@@ -8,6 +8,7 @@ A request is only forwarded if it can be forwarded unambiguously (RFC 9112 §6.1
 - Transfer-Encoding must be exactly `chunked` (400 when chunked is not the final coding, 501 for codings the
   gateway does not implement), never beside Content-Length, never in HTTP/1.0; Content-Length is one run of
   digits, given once.
+- Exactly one Host in HTTP/1.1, a valid host[:port]: it picks the route.
 - The path is normalised once (gateway/paths.py) into `scope["path"]` (decoded, for matching) and
   `scope["raw_path"]` (what the upstream receives); a path that cannot be normalised is a 400.
 
@@ -16,6 +17,8 @@ uvicorn's parser (llhttp) already refuses most malformed framing; these checks h
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.exceptions import InvalidRequest
@@ -23,26 +26,38 @@ from gateway.paths import InvalidPath, normalize_path
 
 #: Headers a Connection option may never name: the request's framing and its routing.
 _NOT_HOP_BY_HOP = frozenset({b"content-length", b"transfer-encoding", b"host"})
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_CHECKED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"host"})
+# RFC 3986 host (reg-name, IPv4, or a bracketed IPv6 literal) and an optional port.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{1,5})?")
 
 
-def check_framing(scope: Scope) -> None:
-    """Raise InvalidRequest unless the request's framing headers have exactly one meaning."""
+def check_head(scope: Scope) -> None:
+    """Raise InvalidRequest unless the request's framing and routing headers have exactly one meaning."""
     lengths: list[bytes] = []
     codings: list[bytes] = []
+    hosts: list[bytes] = []
     for name, value in scope["headers"]:
-        if name not in _FRAMING:
+        if name not in _CHECKED:
             continue
         if name == b"content-length":
             lengths.append(value)
         elif name == b"transfer-encoding":
             codings.append(value)
+        elif name == b"host":
+            hosts.append(value)
         else:
             for token in value.split(b","):
                 if token.strip().lower() in _NOT_HOP_BY_HOP:
                     raise InvalidRequest(
                         400, "Connection", f"Connection may not name {token.strip().decode('latin-1')!r}"
                     )
+    # RFC 9112 §3.2: exactly one Host in HTTP/1.1, and a valid one: it picks the route.
+    if len(hosts) > 1:
+        raise InvalidRequest(400, "Host", "Host given more than once")
+    if hosts and not _HOST.fullmatch(hosts[0]):
+        raise InvalidRequest(400, "Host", "Host is not a valid host[:port]")
+    if not hosts and scope.get("http_version") == "1.1":
+        raise InvalidRequest(400, "Host", "an HTTP/1.1 request needs a Host header")
     if codings:
         if lengths:
             raise InvalidRequest(400, "Transfer-Encoding", "Transfer-Encoding and Content-Length together")
@@ -71,7 +86,7 @@ class EdgeMiddleware:
             return
         try:
             if scope["type"] == "http":
-                check_framing(scope)
+                check_head(scope)
             raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
             path = normalize_path(raw, allow_encoded_slashes=self.allow_encoded_slashes)
         except (InvalidRequest, InvalidPath) as exc:

@@ -75,12 +75,18 @@ class RedisServer:
     def start(self) -> None:
         args = [
             _require("redis-server"),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", self.directory,
-            "--protected-mode", "no",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.directory,
+            "--protected-mode",
+            "no",
         ]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
@@ -116,7 +122,10 @@ def redis_cluster(nodes: int = 3) -> Iterator[list[RedisServer]]:
             addresses = [f"127.0.0.1:{s.port}" for s in servers]
             subprocess.run(
                 [_require("redis-cli"), "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
             )
             _wait_cluster_ok(servers[0].port)
             yield servers
@@ -170,12 +179,17 @@ def postgres_server() -> Iterator[PostgresServer]:
     port = free_port()
     subprocess.run(
         [*run_as, _postgres_bin("initdb"), "-D", data, "-A", "trust", "-U", user, "--no-sync", "-E", "UTF8"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=120,
     )
     options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
     process = subprocess.Popen(
         [*run_as, _postgres_bin("postgres"), "-D", data, *options.split()],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         wait_for_port(port, timeout=60)
@@ -196,7 +210,8 @@ def _wait_postgres_ready(port: int, user: str, timeout: float = 60.0) -> None:
     while time.monotonic() < deadline:
         ready = subprocess.run(
             [_postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", user],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         if ready.returncode == 0:
             return

@@ -1,7 +1,8 @@
 """Rate-limit rules compiled from config: which rule applies to a tier, a path and a method.
 
 The most specific pattern wins: an exact path, then a pattern with one-segment wildcards (more literal
-characters first), then the longest prefix ("/api/v1/*"). At equal specificity a rule that names the tier
+characters first), then the longest prefix ("/api/v1/*"). Paths are the edge's normalised ones (gateway/paths.py),
+and a trailing slash matches as if it were not there. At equal specificity a rule that names the tier
 beats one for every tier, and one that names methods beats one that does not.
 """
 
@@ -38,6 +39,9 @@ class Rule:
             return False
         if self.methods is not None and method not in self.methods:
             return False
+        if len(path) > 1 and path[-1] == "/":
+            # Many upstreams serve /x/ as /x (Express, by default): a trailing slash must not be a way around.
+            path = path[:-1]
         if self._exact is not None:
             return path == self._exact
         if self._pattern is not None:

@@ -96,7 +96,11 @@ async def test_webhook_errors_are_retryable_or_permanent_by_status(status: int, 
 async def test_an_unreachable_webhook_is_retryable_and_a_users_own_url_wins() -> None:
     # The user's receiver is on loopback: the operator opens it to users' URLs (tests/security covers the refusal).
     webhook = channel(
-        "hooks", plugin="webhook", url=f"http://127.0.0.1:{free_port()}/x", secret=SECRET, allow_networks=["127.0.0.0/8"]
+        "hooks",
+        plugin="webhook",
+        url=f"http://127.0.0.1:{free_port()}/x",
+        secret=SECRET,
+        allow_networks=["127.0.0.0/8"],
     )
     with pytest.raises(RetryableError):
         await webhook.send(message())
