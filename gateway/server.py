@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from uvicorn.server import ServerState
 
 logger = logging.getLogger("gateway")
+#: How long a refused connection is read from (and its bytes dropped) before it is closed; nginx lingers 5 s.
+LINGER_S = 2.0
 _REASONS = {
     400: ("bad_request", "Bad Request"),
     408: ("request_timeout", "Request Timeout"),
@@ -105,6 +107,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal: tuple[int, str] | None = None
+        self._lingering = False
         self._counted_peer: str | None = None
 
     # -- connection --
@@ -136,6 +139,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     # -- bytes in --
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
         if self._in_head:
             room = self._limits.max_header_bytes - self._head_bytes
             if len(data) > room:
@@ -220,7 +225,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     # -- refusing --
     def _refuse(self, status: int, detail: str) -> None:
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._lingering:
             return
         error, phrase = _REASONS[status]
         request_id = request_id_from(())
@@ -230,8 +235,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nx-request-id: %s\r\n"
             b"connection: close\r\n%s\r\n%s" % (status, phrase.encode(), len(body), request_id.encode(), extra, body)
         )
-        self.transport.close()
-        self._release()
+        self._linger()
         metrics.HTTP_REFUSED.labels(error).inc()
         if self._owner is not None and self._owner.access_log:
             log_access(
@@ -244,6 +248,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 duration_ms=0.0,
                 upstream=None,
             )
+
+    def _linger(self) -> None:
+        """Close after the refusal, reading (and dropping) what the client still sends for LINGER_S: closing at
+        once with unread bytes makes the kernel reset the connection, and the client may never read the answer."""
+        self._cancel_head_timer()
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
+        else:  # pragma: no cover - TLS transports cannot half-close
+            self.transport.close()
 
     def _method(self) -> str | None:
         try:

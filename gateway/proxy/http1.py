@@ -20,6 +20,8 @@ Headers = list[tuple[bytes, bytes]]
 #: Pause reading from the upstream while this many body bytes wait for a slow client.
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+#: An upstream response head (status line and headers, 1xx heads included) larger than this is a 502.
+MAX_RESPONSE_HEAD = 64 * 1024
 
 
 class ConnectError(OSError):
@@ -54,6 +56,13 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
 
     def data_received(self, data: bytes) -> None:
+        response = self._response
+        if response is not None and response.status == 0:
+            # The upstream is trusted with bodies, not with unbounded heads: llhttp would buffer any size.
+            response.head_bytes += len(data)
+            if response.head_bytes > MAX_RESPONSE_HEAD:
+                self._fail(ProtocolError(f"the upstream's response head is over {MAX_RESPONSE_HEAD} bytes"))
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # pragma: no cover - upgrades go through the WebSocket path
@@ -144,6 +153,7 @@ class Response:
         self.headers: Headers = []
         self.complete = False
         self.received_any = False
+        self.head_bytes = 0
         #: Neither Content-Length nor chunked: the body ends when the upstream closes the connection.
         self.until_close = False
         self._reusable = False

@@ -134,10 +134,18 @@ async def gateway_before(
 
 
 async def send_raw(base: str, data: bytes, *, idle: float = 0.5, timeout: float = 5.0) -> bytes:
-    """Write `data` on a new connection; read until the server closes it, or sends nothing for `idle` seconds."""
+    """Write `data` on a new connection; read one whole response (parsed with h11), or until the server closes
+    the connection or sends nothing for `idle` seconds."""
     host, port = base.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     received = bytearray()
+    parser = h11.Connection(h11.CLIENT)
+    # h11 reads a response only for a request it sent: tell it the method, so a HEAD response has no body.
+    method = data.split(b" ", 1)[0].decode("latin-1") or "GET"
+    try:
+        parser.send(h11.Request(method=method, target="/", headers=[("host", "x")]))
+    except h11.LocalProtocolError:  # pragma: no cover - not a method h11 knows
+        parser = None
     try:
         writer.write(data)
         await writer.drain()
@@ -150,6 +158,8 @@ async def send_raw(base: str, data: bytes, *, idle: float = 0.5, timeout: float 
                 if not chunk:
                     break
                 received += chunk
+                if parser is not None and _complete(parser, chunk):
+                    break
     except ConnectionError:
         pass
     finally:
@@ -157,6 +167,22 @@ async def send_raw(base: str, data: bytes, *, idle: float = 0.5, timeout: float 
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
     return bytes(received)
+
+
+def _complete(parser: h11.Connection, chunk: bytes) -> bool:
+    """Whether the response is complete, as far as h11 can tell (a broken one: wait for the close instead)."""
+    try:
+        parser.receive_data(chunk)
+        while True:
+            event = parser.next_event()
+            if event is h11.NEED_DATA:
+                return False
+            if isinstance(event, h11.EndOfMessage):
+                return True
+            if isinstance(event, h11.ConnectionClosed):
+                return True
+    except h11.RemoteProtocolError:
+        return False
 
 
 def status_of(response: bytes) -> int:

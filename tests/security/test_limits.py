@@ -106,7 +106,7 @@ async def test_twenty_thousand_headers_are_refused() -> None:
 async def test_slow_heads_are_timed_out_and_silent_connections_closed() -> None:
     async with gateway_before(server=LIMITS) as (base, upstream):
         host, port = base.removeprefix("http://").split(":")
-        dribblers = [await asyncio.open_connection(host, int(port)) for _ in range(50)]
+        dribblers = [await asyncio.open_connection(host, int(port)) for _ in range(200)]
         silent = [await asyncio.open_connection(host, int(port)) for _ in range(20)]
         started = time.monotonic()
 

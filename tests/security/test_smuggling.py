@@ -177,6 +177,9 @@ async def test_every_upstream_request_is_framed_exactly_once() -> None:
         ),
         pytest.param(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 5\r\n\r\nhello", id="obs-fold"),
         pytest.param(b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello", id="bare-LF"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 100_000 + b"\r\nContent-Length: 5\r\n\r\nhello", id="head-over-64KiB"
+        ),
     ],
 )
 async def test_a_response_the_upstream_frames_ambiguously_is_a_502(answer: bytes) -> None:
