@@ -33,7 +33,7 @@ class ObserveMiddleware:
             return
         start = time.perf_counter()
         # The path as the client sent it, for the log: later steps see the normalised one (gateway/edge.py).
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8", "replace")
+        raw_path: bytes | None = scope.get("raw_path")
         headers = scope["headers"]
         request_id = request_id_from(headers)
         peer = scope["client"][0] if scope.get("client") else ""
@@ -80,7 +80,7 @@ class ObserveMiddleware:
                     request_id=request_id,
                     client=scope["gateway.client_ip"],
                     method=scope.get("method", "WS"),
-                    path=raw_path.decode("latin-1"),
+                    path=raw_path.decode("latin-1") if raw_path is not None else scope["path"],
                     route=route_name,
                     status=status or 499,
                     duration_ms=round(duration * 1000, 3),

@@ -19,6 +19,7 @@ upstream that decodes it, which is how a request slips past a rule or out of a r
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import unquote
 
@@ -43,6 +44,12 @@ class NormalPath(NamedTuple):
 
 
 def normalize_path(raw: bytes, *, allow_encoded_slashes: bool = False) -> NormalPath:
+    return _normalize(raw, allow_encoded_slashes)
+
+
+@lru_cache(maxsize=4096)
+def _normalize(raw: bytes, allow_encoded_slashes: bool) -> NormalPath:
+    # Cached: the same few paths arrive over and over; a path that raises is not cached (and is rare).
     if _NORMAL.fullmatch(raw):
         text = raw.decode("ascii")
         return NormalPath(text, raw)

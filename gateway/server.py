@@ -46,6 +46,36 @@ _REASONS = {
 }
 
 
+class _HeadSweeper:
+    """One timer per server, not one per request: every interval it times out the connections whose head is late.
+    A request then pays for one clock read; the deadline is kept to within a quarter of header_timeout."""
+
+    def __init__(self, server_state: ServerState, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.server_state = server_state
+        self.loop = loop
+        self.interval = interval
+        self.handle: asyncio.TimerHandle | None = loop.call_later(interval, self.sweep)
+
+    @classmethod
+    def ensure(cls, server_state: ServerState, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        # Kept on uvicorn's per-server state, which every connection of the server shares.
+        sweeper: _HeadSweeper | None = getattr(server_state, "gateway_head_sweeper", None)
+        if sweeper is None or sweeper.handle is None:
+            interval = max(0.05, min(1.0, timeout / 4))
+            server_state.gateway_head_sweeper = cls(server_state, loop, interval)  # type: ignore[attr-defined]
+
+    def sweep(self) -> None:
+        now = self.loop.time()
+        waiting = False
+        for connection in list(self.server_state.connections):
+            deadline = getattr(connection, "_head_deadline", None)
+            if deadline is not None:
+                waiting = True
+                if deadline <= now:
+                    connection._head_timed_out()  # type: ignore[union-attr]
+        self.handle = self.loop.call_later(self.interval, self.sweep) if waiting else None
+
+
 class _Refused(Exception):
     """Raised inside a parser callback; the refusal itself is on the protocol."""
 
@@ -104,8 +134,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         #: Waiting for (or inside) a request head: what is fed to the parser counts against max_header_bytes.
         self._in_head = True
         self._head_bytes = 0
-        self._header_count = 0
-        self._head_timer: asyncio.TimerHandle | None = None
+        #: Loop time by which the head being received must be complete; None when no head is being waited for.
+        self._head_deadline: float | None = None
         self._refusal: tuple[int, str] | None = None
         self._lingering = False
         self._counted_peer: str | None = None
@@ -120,7 +150,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self._refuse(429, f"more than {limit} open connections from this address")
                 return
             self._counted_peer = address
-        self._arm_head_timer()
+        self._arm_head_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
@@ -132,7 +162,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().handle_websocket_upgrade()
 
     def _release(self) -> None:
-        self._cancel_head_timer()
+        self._head_deadline = None
         if self._counted_peer is not None and self._owner is not None:
             self._owner.peer_connections.remove(self._counted_peer)
             self._counted_peer = None
@@ -150,8 +180,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 if self.transport.is_closing():
                     return
                 if self._in_head:
-                    # A long request line was refused by on_url already (max_request_line <= max_header_bytes).
-                    self._refuse(431, f"the request head is over {self._limits.max_header_bytes} bytes")
+                    if len(self.url) > self._limits.max_request_line:
+                        self._refuse(414, f"the request line is over {self._limits.max_request_line} bytes")
+                    else:
+                        self._refuse(431, f"the request head is over {self._limits.max_header_bytes} bytes")
                     return
                 data = data[room:]
             else:
@@ -170,30 +202,25 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        self._header_count = 0
-        self._arm_head_timer()
-
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        if len(self.url) > self._limits.max_request_line:
-            self._refusal = (414, f"the request line is over {self._limits.max_request_line} bytes")
-            raise _Refused()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        limits = self._limits
-        if self._header_count > limits.max_headers:
-            self._refusal = (431, f"more than {limits.max_headers} header fields")
-            raise _Refused()
-        if len(name) + len(value) + 2 > limits.max_header_line:
-            self._refusal = (431, f"a header line is over {limits.max_header_line} bytes")
-            raise _Refused()
-        super().on_header(name, value)
+        self._arm_head_deadline()
 
     def on_headers_complete(self) -> None:
+        # Checked once the head is whole: max_header_bytes already bounded what the parser could buffer.
+        limits = self._limits
+        if len(self.url) > limits.max_request_line:
+            self._refusal = (414, f"the request line is over {limits.max_request_line} bytes")
+            raise _Refused()
+        if len(self.headers) > limits.max_headers:
+            self._refusal = (431, f"more than {limits.max_headers} header fields")
+            raise _Refused()
+        if self._head_bytes > limits.max_header_line and any(
+            len(name) + len(value) + 2 > limits.max_header_line for name, value in self.headers
+        ):
+            self._refusal = (431, f"a header line is over {limits.max_header_line} bytes")
+            raise _Refused()
         self._in_head = False
         self._head_bytes = 0
-        self._cancel_head_timer()
+        self._head_deadline = None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -201,18 +228,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._in_head = True
 
     # -- the head deadline --
-    def _arm_head_timer(self) -> None:
+    def _arm_head_deadline(self) -> None:
         timeout = self._limits.header_timeout
-        if timeout and self._head_timer is None:
-            self._head_timer = self.loop.call_later(timeout, self._head_timed_out)
-
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        if timeout and self._head_deadline is None:
+            self._head_deadline = self.loop.time() + timeout
+            _HeadSweeper.ensure(self.server_state, self.loop, timeout)
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
+        self._head_deadline = None
         if not self._in_head or self.transport.is_closing():
             return
         if self._head_bytes == 0:
@@ -252,7 +275,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def _linger(self) -> None:
         """Close after the refusal, reading (and dropping) what the client still sends for LINGER_S: closing at
         once with unread bytes makes the kernel reset the connection, and the client may never read the answer."""
-        self._cancel_head_timer()
+        self._head_deadline = None
         self._lingering = True
         if self.transport.can_write_eof():
             self.transport.write_eof()

@@ -19,7 +19,7 @@ from gateway.exceptions import (
     UpstreamTimeout,
 )
 from gateway.identity import IdentityResolver
-from gateway.proxy.headers import FORWARDED, Headers, rewrite_location, strip_hop_by_hop
+from gateway.proxy.headers import FORWARDED, Headers, dropping, rewrite_location, strip_hop_by_hop
 from gateway.proxy.http1 import ConnectError, ProtocolError, RequestRefused, Response
 from gateway.proxy.upstream import Target, Upstream
 from gateway.proxy.websocket import forward_websocket
@@ -32,7 +32,7 @@ _NO_BODY_STATUS = frozenset({204, 304})
 # Content-Length: the proxy frames every upstream request itself, from the body it really forwards.
 _DROP_REQUEST = FORWARDED | {b"host", b"expect", b"content-length"}
 # The gateway sets its own X-Request-ID on every response.
-_DROP_RESPONSE = frozenset({b"x-request-id"})
+_DROP_RESPONSE = dropping({b"x-request-id"})
 
 
 class ClientDisconnected(Exception):
@@ -125,9 +125,9 @@ class ProxyHandler:
         self.identities = identities
         own = identities.upstream_header_names if identities is not None else frozenset()
         client = identities.client_headers if identities is not None else frozenset()
-        self._drop = _DROP_REQUEST | own | client
+        self._drop = dropping(_DROP_REQUEST, own, client)
         #: For routes with forward_identity_headers: the client's identity headers pass, the gateway's never do.
-        self._drop_forwarding = _DROP_REQUEST | own
+        self._drop_forwarding = dropping(_DROP_REQUEST, own)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route: Route = scope["gateway.route"]
@@ -285,7 +285,7 @@ class ProxyHandler:
             elif name == b"host":
                 host = value
         forwarding = route is not None and route.settings.forward_identity_headers
-        headers = strip_hop_by_hop(incoming, extra_drop=self._drop_forwarding if forwarding else self._drop)
+        headers = strip_hop_by_hop(incoming, self._drop_forwarding if forwarding else self._drop)
         peer_bytes = peer.encode()
         headers.append(
             (b"x-forwarded-for", forwarded_for + b", " + peer_bytes if trusted and forwarded_for else peer_bytes)

@@ -28,8 +28,9 @@ _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 Headers = list[tuple[bytes, bytes]]
 
 
-def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]], extra_drop: frozenset[bytes] = frozenset()) -> Headers:
-    """Drop hop-by-hop headers, the headers that Connection names, and `extra_drop` (lower-case names).
+def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes] = HOP_BY_HOP) -> Headers:
+    """Drop the headers in `drop` (HOP_BY_HOP and any others: build it once, with `dropping()`) and the headers
+    that Connection names. Names are lower-case, as uvicorn and gateway.proxy.http1 deliver them.
 
     A name is compared with `_` read as `-`: CGI, WSGI and many frameworks map both spellings to one variable
     (HTTP_X_FORWARDED_FOR), so `X_Forwarded_For` would otherwise pass as a spoof of the header dropped here.
@@ -37,15 +38,20 @@ def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]], extra_drop: frozens
     headers = list(headers)
     named: set[bytes] = set()
     for name, value in headers:
-        if name.lower() == b"connection":
-            named.update(_canonical(token.strip()) for token in value.split(b","))
-    drop = HOP_BY_HOP | extra_drop | named
-    return [(name, value) for name, value in headers if _canonical(name) not in drop]
+        if name == b"connection":
+            named.update(_canonical(token.strip().lower()) for token in value.split(b","))
+    if named:
+        drop = drop | named
+    return [(name, value) for name, value in headers if (_canonical(name) if b"_" in name else name) not in drop]
+
+
+def dropping(*names: Iterable[bytes]) -> frozenset[bytes]:
+    """HOP_BY_HOP and `names`: a drop set for strip_hop_by_hop."""
+    return HOP_BY_HOP.union(*names)
 
 
 def _canonical(name: bytes) -> bytes:
-    name = name.lower()
-    return name.replace(b"_", b"-") if b"_" in name else name
+    return name.replace(b"_", b"-")
 
 
 # A random per-process prefix and a counter: unique across workers and replicas, and cheaper than uuid4.

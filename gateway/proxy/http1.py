@@ -58,11 +58,21 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         response = self._response
         if response is not None and response.status == 0:
-            # The upstream is trusted with bodies, not with unbounded heads: llhttp would buffer any size.
-            response.head_bytes += len(data)
-            if response.head_bytes > MAX_RESPONSE_HEAD:
-                self._fail(ProtocolError(f"the upstream's response head is over {MAX_RESPONSE_HEAD} bytes"))
-                return
+            # The upstream is trusted with bodies, not with unbounded heads: the parser is fed no more of a head
+            # than MAX_RESPONSE_HEAD (1xx heads included), as gateway/server.py does for requests.
+            room = MAX_RESPONSE_HEAD - response.head_bytes
+            if len(data) > room:
+                response.head_bytes += room
+                self._feed(data[:room])
+                if response.status == 0 and not response.complete:
+                    self._fail(ProtocolError(f"the upstream's response head is over {MAX_RESPONSE_HEAD} bytes"))
+                    return
+                data = data[room:]
+            else:
+                response.head_bytes += len(data)
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # pragma: no cover - upgrades go through the WebSocket path
