@@ -37,6 +37,8 @@ from tests import services
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "naive starlette+aiohttp"
+#: Decision results that mean no decision was made: a limiter figure with any of them measured no limiting.
+UNMADE = frozenset({"failed_open", "failed_closed", "overloaded", "overloaded_closed"})
 TARGET_RATIO = 1.5
 UVICORN = [
     "-m",
@@ -146,6 +148,19 @@ class Row:
     note: str = ""
     detail: str = ""
     command: list[str] = field(default_factory=list)
+    #: For limiter rows: gateway_ratelimit_decisions_total by result after the run, read from /metrics.
+    decisions: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def invalid(self) -> str | None:
+        """Why a limiter row's figure does not count: some decisions were not made (failed open, or shed)."""
+        unmade = {k: int(v) for k, v in self.decisions.items() if k in UNMADE and v}
+        if self.name.startswith("gateway + limiter") and self.result is not None:
+            if not self.decisions:
+                return "no decisions counted in /metrics"
+            if unmade:
+                return ", ".join(f"{count} {result}" for result, count in unmade.items())
+        return None
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -388,6 +403,8 @@ def measure_one(
             row.note = f"wrong answer: {status}, {len(body)} bytes, sha256 {_sha(body)} (want {_sha(reference[1])})"
         else:
             row.result = run_wrk(args, port)
+            if target.key.startswith("gateway-rl"):
+                row.decisions = decisions_by_result(port)
     except Unavailable as exc:
         row.note, row.detail = "not available", str(exc)
     except (OSError, subprocess.CalledProcessError, ValueError) as exc:
@@ -397,6 +414,22 @@ def measure_one(
             group.stop(target.key)
     print(f"  {target.name}: {_summary(row)}" + (f" ({row.detail})" if row.detail else ""))
     return row
+
+
+def decisions_by_result(port: int) -> dict[str, float]:
+    """gateway_ratelimit_decisions_total summed by result, from the gateway's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = fetch(port, "/metrics")
+    totals: dict[str, float] = {}
+    if status != 200:
+        return totals
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "gateway_ratelimit_decisions_total":
+                result = sample.labels["result"]
+                totals[result] = totals.get(result, 0.0) + sample.value
+    return totals
 
 
 def _sha(data: bytes) -> str:
@@ -425,6 +458,9 @@ def report(rows: list[Row], args: argparse.Namespace) -> bool | None:
         if r is None:
             print(f"{row.name:<32}{row.note}")
             continue
+        if row.invalid:
+            print(f"{row.name:<32}INVALID, not a limiter figure: {row.invalid} (of {sum(row.decisions.values()):.0f})")
+            continue
         versus = f"{r.requests_per_s / base.requests_per_s:.2f}x" if base else "-"
         if r.errors:
             versus += " (errors)"
@@ -448,6 +484,10 @@ def report(rows: list[Row], args: argparse.Namespace) -> bool | None:
     for row in rows:
         limited = row.result
         if not row.name.startswith("gateway + limiter") or limited is None:
+            continue
+        if row.invalid:
+            print(f"{row.name}: INVALID ({row.invalid}): FAIL")
+            met = False
             continue
         cost = 1 - limited.requests_per_s / gateway.result.requests_per_s
         added_p99 = limited.latency_ms.get("p99", 0) - gateway.result.latency_ms.get("p99", 0)
@@ -498,7 +538,10 @@ def main(argv: list[str] | None = None) -> int:
                         "platform": platform.platform(),
                     },
                     "wrk": wrk_argv(args, f"http://127.0.0.1:<port>{args.path}", args.duration),
-                    "rows": [{**asdict(r), "errors": r.result.errors if r.result else None} for r in rows],
+                    "rows": [
+                        {**asdict(r), "errors": r.result.errors if r.result else None, "invalid": r.invalid}
+                        for r in rows
+                    ],
                     "target_met": met,
                 },
                 indent=2,

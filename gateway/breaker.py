@@ -74,6 +74,10 @@ class CircuitBreaker:
         self._probe_started = now
         return True
 
+    def is_open(self) -> bool:
+        """Open and still cooling down: a call would be refused. Unlike allow(), never takes the probe slot."""
+        return self.state == OPEN and self._clock() < self.open_until
+
     def record_success(self, elapsed_s: float = 0.0) -> None:
         """Report a call that worked; one slower than `slow_call_s` counts as a failure."""
         if self.slow_call_s is not None and elapsed_s >= self.slow_call_s:
@@ -134,12 +138,3 @@ class CircuitBreaker:
         old, self.state = self.state, new
         if self.on_change is not None and old != new:
             self.on_change(self.name, old, new)
-
-
-async def call_through(
-    breaker: CircuitBreaker | None, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
-) -> T:
-    """`breaker.call(fn, ...)`, or a plain call for a dependency without a breaker (the embedded engine)."""
-    if breaker is None:
-        return await fn(*args, **kwargs)
-    return await breaker.call(fn, *args, **kwargs)

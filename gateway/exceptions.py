@@ -7,7 +7,8 @@ GatewayError
 ├── UnsupportedMediaType    a body sent to the gateway's own API is not declared as JSON       → 415
 ├── BodyTooLarge            a request body is over its limit (the route's, or the own API's)   → 413
 ├── StorageError            a state engine (Redis, the database) failed or missed its deadline → 503
-│   └── CircuitOpen             its circuit breaker refused the call without trying it           → 503
+│   ├── CircuitOpen             its circuit breaker refused the call without trying it           → 503
+│   └── EngineOverloaded        too many calls already wait for it (backpressure, not an outage) → 503
 └── UpstreamError           the upstream could not give a response                             → 502
     ├── UpstreamConnectError    connection refused, reset or unresolvable                        → 502
     └── UpstreamTimeout         connect or read deadline passed                                  → 504
@@ -23,6 +24,7 @@ __all__ = [
     "BodyTooLarge",
     "CircuitOpen",
     "ConfigError",
+    "EngineOverloaded",
     "GatewayError",
     "InvalidBody",
     "InvalidRequest",
@@ -94,6 +96,10 @@ class CircuitOpen(StorageError):
         super().__init__(f"circuit {name!r} is open; next probe in {retry_after:.1f}s")
         self.name = name
         self.retry_after = retry_after
+
+
+class EngineOverloaded(StorageError):
+    """More calls than the engine's queue bound already wait for it: shed at once, not an outage."""
 
 
 class UpstreamError(GatewayError):

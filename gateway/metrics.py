@@ -44,7 +44,7 @@ CLIENT_DISCONNECTS = Counter(
 RATELIMIT_DECISIONS = Counter(
     "gateway_ratelimit_decisions",
     "Rate-limit decisions by rule, tier and result (allowed, refused, shadow_refused, failed_open, failed_closed, "
-    "local_allowed, local_refused).",
+    "local_allowed, local_refused, overloaded, overloaded_closed).",
     ["rule", "tier", "result"],
 )
 RATELIMIT_NEAR_LIMIT = Counter(
@@ -57,6 +57,14 @@ RATELIMIT_ENGINE_SECONDS = Histogram(
     "Time of one rate-limit engine call.",
     ["engine"],
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05),
+)
+REDIS_ROUND_TRIP_SECONDS = Histogram(
+    "gateway_redis_round_trip_seconds",
+    "One pipelined round trip of the Redis engine, from write to the last reply read.",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
+ENGINE_OVERLOADED = Counter(
+    "gateway_engine_overloaded", "Redis engine calls shed because engine.redis.max_queue calls already waited."
 )
 BREAKER_STATE = Gauge(
     "gateway_breaker_state",

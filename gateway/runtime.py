@@ -77,7 +77,9 @@ class Runtime:
             own=BodyLimitMiddleware(self.own, limit=server.limits.max_api_body),
             fallback=self.shortener.redirect,
         )
-        limited = RateLimitMiddleware(dispatcher, service=self.ratelimit, exempt_paths=own_paths)
+        # Health, metrics and a caller's own rate-limit status are never limited (the status spends nothing).
+        exempt = [*own_paths, ratelimit_api.STATUS_PATH]
+        limited = RateLimitMiddleware(dispatcher, service=self.ratelimit, exempt_paths=exempt)
         identified = IdentityMiddleware(limited, resolver=self.identities)
         checked = EdgeMiddleware(identified, allow_encoded_slashes=server.allow_encoded_slashes)
         self.app = ObserveMiddleware(checked, trusted=self.trusted, access_log=server.access_log)

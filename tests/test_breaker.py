@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from gateway.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, State, call_through
-from gateway.exceptions import CircuitOpen, StorageError
+from gateway.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, State
+from gateway.exceptions import CircuitOpen
 
 
 class FakeClock:
@@ -197,19 +197,3 @@ def test_retry_after_counts_down_while_open() -> None:
     assert breaker.retry_after() == 20
     clock.now += 25
     assert breaker.retry_after() == 0
-
-
-async def test_call_through_uses_the_breaker_when_there_is_one() -> None:
-    async def boom() -> int:
-        raise StorageError("down")
-
-    async def answer() -> int:
-        return 42
-
-    assert await call_through(None, answer) == 42
-    breaker = CircuitBreaker("dep", failures=1, cooldown_s=60)
-    with pytest.raises(StorageError):
-        await call_through(breaker, boom)
-    assert breaker.state == "open"
-    with pytest.raises(CircuitOpen):
-        await call_through(breaker, answer)  # refused without calling while open

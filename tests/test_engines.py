@@ -328,7 +328,8 @@ async def test_cluster_decisions(redis_cluster: list[RedisServer]) -> None:
         await node.script_flush()
         await node.aclose()
     assert sum(sizes) == 2 * len(identities) and all(size > 0 for size in sizes)
-    assert engine.round_trips <= 5
+    # One pipeline per node per batch, and one more per node after its NOSCRIPT reload.
+    assert engine.round_trips <= 2 * len(redis_cluster)
     # After SCRIPT FLUSH on every node the script is reloaded everywhere it is needed.
     again = await asyncio.gather(*(limiter.peek(who, "r", windows) for who in identities))
     assert not any(d.allowed for d in again)

@@ -164,6 +164,35 @@ async def test_status_api_reports_without_spending(upstream: UpstreamServer, eng
     assert [(w["window"], w["limit"], w["remaining"]) for w in first["limits"]] == [("1m", 10, 9), ("1d", 1000, 999)]
 
 
+async def test_status_api_is_never_limited_and_costs_nothing(upstream: UpstreamServer, engine_yaml: str) -> None:
+    # The API rule covers the status path too: reading one's windows must neither spend nor be refused.
+    rules = '    - {tier: premium, match: "/api/v1/*", windows: ["2/1m"]}'
+    async with running(yaml_for(upstream.url, rules, engine_yaml)) as (_, client):
+        statuses = [await client.get("/api/v1/rate-limit/status", headers=ALICE) for _ in range(5)]
+        spend = [(await client.get("/api/v1/urls/nope", headers=ALICE)).status_code for _ in range(3)]
+        after = await client.get("/api/v1/rate-limit/status", headers=ALICE)
+    assert [s.status_code for s in statuses] == [200] * 5
+    assert [w["remaining"] for w in statuses[-1].json()["limits"]] == [2]
+    assert spend == [404, 404, 429]
+    assert after.status_code == 200 and [w["remaining"] for w in after.json()["limits"]] == [0]
+
+
+async def test_check_api_answers_the_designs_shape(upstream: UpstreamServer, engine_yaml: str) -> None:
+    rules = '    - {tier: premium, match: "/app/*", windows: ["1/1m"]}'
+    body = {"user_id": "bob", "endpoint": "/app/x", "tier": "premium"}
+    async with running(yaml_for(upstream.url, rules, engine_yaml)) as (_, client):
+        before = time.time()
+        allowed = (await client.post("/api/v1/rate-limit/check", json=body, headers=ADMIN)).json()
+        refused = (await client.post("/api/v1/rate-limit/check", json=body, headers=ADMIN)).json()
+        unruled = (await client.post("/api/v1/rate-limit/check", json={**body, "endpoint": "/x"}, headers=ADMIN)).json()
+    for answer in (allowed, refused):
+        assert {"allowed", "remaining", "limit", "reset_at", "retry_after"} <= set(answer)
+        assert isinstance(answer["reset_at"], int) and before < answer["reset_at"] <= before + 61
+    assert (allowed["allowed"], allowed["remaining"], allowed["limit"], allowed["retry_after"]) == (True, 0, 1, None)
+    assert refused["allowed"] is False and isinstance(refused["retry_after"], int) and refused["retry_after"] >= 1
+    assert unruled["allowed"] is True and unruled["retry_after"] is None and unruled["reset_at"] is None
+
+
 async def test_check_api_is_admin_only_and_shares_the_users_counters(
     upstream: UpstreamServer, engine_yaml: str
 ) -> None:

@@ -20,7 +20,7 @@ DEFAULT_CONNECT_TIMEOUT_S = 2.0
 DEFAULT_READ_TIMEOUT_S = 30.0
 DEFAULT_FAIL_TIMEOUT_S = 10.0
 DEFAULT_MAX_CONNECTIONS = 200
-DEFAULT_REDIS_DEADLINE_S = 0.010
+DEFAULT_REDIS_DEADLINE_S = 0.025
 DEFAULT_BREAKER_COOLDOWN_S = 30.0
 
 EngineKind = Literal["embedded", "redis"]
@@ -99,9 +99,13 @@ class BreakerSettings(Model):
 class RedisSettings(Model):
     url: str = "redis://127.0.0.1:6379/0"
     cluster: bool = False
-    #: Every call on the request path gives up after this long.
+    #: A round trip whose reply has not started this long after it was written fails (gateway/engines/redis.py).
     deadline: Duration = DEFAULT_REDIS_DEADLINE_S
-    breaker: BreakerSettings = BreakerSettings()
+    #: Calls that may wait for a round trip; one more is shed at once (the `overloaded` result).
+    max_queue: int = Field(10_000, ge=1)
+    #: slow_call: a round trip whose reply has not started by then counts as a failure. A short cooldown: the
+    #: half-open probe finds a recovered Redis within about a second.
+    breaker: BreakerSettings = BreakerSettings(cooldown=1.0, slow_call=0.010)
 
 
 class DatabaseSettings(Model):

@@ -50,15 +50,21 @@ class Engines:
         if settings.kind == "redis":
             redis_settings = settings.redis
             self.redis = create_redis_client(redis_settings.url, cluster=redis_settings.cluster)
-            self.scripts = RedisEngine(self.redis, deadline_s=redis_settings.deadline)
             breaker = redis_settings.breaker
+            # Slow calls are judged by the engine, on the wire: the breaker only hears its verdict.
             self.breaker = CircuitBreaker(
                 "redis",
                 failures=breaker.failures,
                 window_s=breaker.window,
                 cooldown_s=breaker.cooldown,
-                slow_call_s=breaker.slow_call,
                 on_change=breaker_events(events),
+            )
+            self.scripts = RedisEngine(
+                self.redis,
+                deadline_s=redis_settings.deadline,
+                slow_call_s=breaker.slow_call,
+                breaker=self.breaker,
+                max_queue=redis_settings.max_queue,
             )
             metrics.BREAKER_STATE.labels("redis").set(0)
         self.database = Database(settings.database.url)

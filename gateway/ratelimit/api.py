@@ -15,6 +15,9 @@ from gateway.ratelimit.service import RateLimitService
 from gateway.request_body import read_json
 from gateway.responses import iso_time
 
+STATUS_PATH = "/api/v1/rate-limit/status"
+CHECK_PATH = "/api/v1/rate-limit/check"
+
 
 def error(request: Request, status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
     body = {"error": code, "detail": detail, "request_id": request.scope.get("gateway.request_id"), **extra}
@@ -79,25 +82,26 @@ def routes(service: RateLimitService, resolver: IdentityResolver) -> list[BaseRo
         rule = service.rules.match(tier, endpoint, method.upper())
         if rule is None:
             return JSONResponse(
-                {"allowed": True, "remaining": None, "limit": None, "reset_at": None, "retry_after": 0, "rule": None}
+                {"allowed": True, "remaining": None, "limit": None, "reset_at": None, "retry_after": None, "rule": None}
             )
         verdict = await service.decide(subject, rule, cost or rule.cost, path=endpoint)
-        never = math.isinf(verdict.retry_after)
-        retry_after = None if never else (math.ceil(verdict.retry_after) if not verdict.allowed else 0)
+        # The design's shape: reset_at in unix seconds, retry_after in seconds, or null when there is nothing to
+        # wait for (allowed, or a cost over the limit that no wait lets through).
+        waits = not verdict.allowed and not math.isinf(verdict.retry_after)
         payload: dict[str, Any] = {
             "allowed": verdict.allowed,
-            "retry_after": retry_after,
+            "retry_after": max(1, math.ceil(verdict.retry_after)) if waits else None,
             "rule": rule.name,
             "result": verdict.result,
         }
         if verdict.decision is not None:
             tightest = verdict.decision.tightest
-            payload.update(limit=tightest.limit, remaining=tightest.remaining, reset_at=iso_time(tightest.reset_at))
+            payload.update(limit=tightest.limit, remaining=tightest.remaining, reset_at=math.ceil(tightest.reset_at))
         else:
             payload.update(limit=None, remaining=None, reset_at=None)
         return JSONResponse(payload, status_code=200)
 
     return [
-        Route("/api/v1/rate-limit/status", status, methods=["GET"]),
-        Route("/api/v1/rate-limit/check", check, methods=["POST"]),
+        Route(STATUS_PATH, status, methods=["GET"]),
+        Route(CHECK_PATH, check, methods=["POST"]),
     ]

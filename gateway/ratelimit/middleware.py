@@ -71,12 +71,13 @@ class RateLimitMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1013, "reason": "rate limited"})
             return
-        if verdict.decision is None:  # fail-closed: the engine is unavailable
+        if verdict.decision is None:  # fail-closed: the engine is unavailable, or overloaded
+            reason = "overloaded" if verdict.result == "overloaded_closed" else "unavailable"
             await send_error(
                 send,
                 503,
                 "rate_limit_unavailable",
-                "the rate limiter is unavailable and this rule fails closed",
+                f"the rate limiter is {reason} and this rule fails closed",
                 request_id,
                 [(b"retry-after", str(retry_after or 1).encode())],
                 retry_after=retry_after,

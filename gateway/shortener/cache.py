@@ -18,7 +18,6 @@ from typing import Final
 
 import redis.asyncio
 
-from gateway.breaker import call_through
 from gateway.engines.base import ScriptEngine
 from gateway.engines.scripts import load_script
 from gateway.exceptions import StorageError
@@ -112,7 +111,7 @@ class SharedCache:
 
     async def get(self, code: str) -> Lookup:
         try:
-            raw = await call_through(self.guard.breaker, self.scripts.eval, self._get, [KEY_PREFIX + code], [])
+            raw = await self.scripts.eval(self._get, [KEY_PREFIX + code], [])
         except StorageError:  # including CircuitOpen: Redis is skipped, the database answers
             return MISS
         if raw is None:

@@ -14,7 +14,6 @@ import logging
 import time
 from collections import deque
 
-from gateway.breaker import CircuitBreaker, call_through
 from gateway.engines.base import ScriptEngine
 from gateway.engines.embedded import EmbeddedEngine
 from gateway.engines.scripts import load_script
@@ -46,7 +45,6 @@ class KeyPool:
         scripts: ScriptEngine,
         redis: RedisGuard | None,
         embedded: EmbeddedEngine,
-        breaker: CircuitBreaker | None,
         min_size: int,
         batch: int,
         pop_batch: int = 1,
@@ -56,7 +54,6 @@ class KeyPool:
         self.scripts = scripts
         self.redis = redis
         self.embedded = embedded
-        self.breaker = breaker
         self.min_size = min_size
         self.batch = batch
         self.pop_batch = pop_batch
@@ -89,9 +86,7 @@ class KeyPool:
 
     async def _pop_codes(self) -> list[str]:
         try:
-            remaining, *codes = await call_through(
-                self.breaker, self.scripts.eval, self._pop, [POOL_KEY], [self.pop_batch]
-            )
+            remaining, *codes = await self.scripts.eval(self._pop, [POOL_KEY], [self.pop_batch])
         except StorageError:  # including CircuitOpen: codes come from the database sequence instead
             return []
         metrics.KEY_POOL_SIZE.set(remaining)

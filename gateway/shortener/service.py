@@ -72,7 +72,6 @@ class ShortenerService:
             scripts=engines.scripts,
             redis=guard,
             embedded=engines.embedded,
-            breaker=engines.breaker,
             min_size=config.key_pool.min,
             batch=config.key_pool.batch,
             pop_batch=REDIS_POP_BATCH if guard is not None else 1,

@@ -40,8 +40,9 @@ async def test_a_ratelimit_event_creates_a_notification_and_the_throttle_holds_t
         channels = webhook_channel(receiver.url)
         text = gateway_yaml(engine_yaml, channels=channels, extra=RATE_LIMITED, anonymous_tier="free")
         async with serve_gateway(settings(text)) as base, httpx.AsyncClient() as client:
-            statuses = [(await client.get(f"{base}/api/v1/rate-limit/status")).status_code for _ in range(4)]
-            assert statuses == [200, 429, 429, 429]
+            # Any limited API path (not the status API: it is never limited); the first answer is the link's 404.
+            statuses = [(await client.get(f"{base}/api/v1/urls/nope")).status_code for _ in range(4)]
+            assert statuses == [404, 429, 429, 429]
 
             async def notified() -> bool:
                 return len(receiver.requests) == 2
@@ -52,8 +53,8 @@ async def test_a_ratelimit_event_creates_a_notification_and_the_throttle_holds_t
     assert len(receiver.requests) == 2  # one notification, to ops and to the limited user
     bodies = sorted((r.json["data"]["user_id"], r.json["data"]["body"]) for r in receiver.requests)
     assert bodies == [
-        ("127.0.0.1", "127.0.0.1 (free) was refused on /api/v1/rate-limit/status"),
-        ("ops", "127.0.0.1 (free) was refused on /api/v1/rate-limit/status"),
+        ("127.0.0.1", "127.0.0.1 (free) was refused on /api/v1/urls/nope"),
+        ("ops", "127.0.0.1 (free) was refused on /api/v1/urls/nope"),
     ]
     assert metric(metrics, "gateway_notify_hooks_total", hook="limits", result="created") >= 1
     assert metric(metrics, "gateway_notify_hooks_total", hook="limits", result="throttled") >= 2
