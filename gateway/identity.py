@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,8 +18,9 @@ from gateway.responses import send_error
 IdentityKind = Literal["api_key", "user_header", "ip"]
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
+class Identity(NamedTuple):
+    """Who a request is (a NamedTuple: one is built per request)."""
+
     user_id: str
     tier: str
     kind: IdentityKind

@@ -16,13 +16,15 @@
 --                    for the cost to fit (no further traffic assumed); -1 if it never can (cost > limit)
 --
 -- Lua 5.1 (the embedded lupa engine) and Redis 7. Weighted counts are compared scaled by window_ms so that
--- the arithmetic stays in exact integers.
+-- the arithmetic stays in exact integers. One table holds every window's state (stride 7) and no function is
+-- created per call: this runs once per request.
 
 local floor = math.floor
+local call = redis.call
 local now_ms = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
 if now_ms <= 0 then
-    local t = redis.call('TIME')
+    local t = call('TIME')
     now_ms = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
 else
     now_ms = floor(now_ms)
@@ -34,17 +36,9 @@ if need <= 0 then
     need = 1
 end
 
--- Exact for integers: a correctly rounded a / b can only round up onto an integer, never below one.
-local function floor_div(a, b)
-    local q = floor(a / b)
-    if q * b > a then
-        q = q - 1
-    end
-    return q
-end
-
 local n = #KEYS
-local limits, windows, index, current, previous, scaled, retry = {}, {}, {}, {}, {}, {}, {}
+-- Per window w, at s = 7 * (w - 1): limit, window_ms, index, current, previous, scaled weighted count, retry.
+local st = {}
 local allowed = 1
 
 for w = 1, n do
@@ -53,7 +47,7 @@ for w = 1, n do
     local now_i = floor(now_ms / window_ms)
     local left = window_ms - (now_ms - now_i * window_ms)
 
-    local stored = redis.call('HMGET', KEYS[w], 'i', 'c', 'p')
+    local stored = call('HMGET', KEYS[w], 'i', 'c', 'p')
     local stored_i = tonumber(stored[1])
     local c, p = 0, 0
     if stored_i == now_i then
@@ -73,25 +67,31 @@ for w = 1, n do
         else
             wait = nil
             -- Still in this window: p's weight shrinks until p * (left - t) + (c + need) * window_ms fits.
+            -- floor_div(a, b) is written out (exact for integers: a rounded a / b only rounds up onto one).
             if p > 0 and c + need <= limit then
-                local t = -floor_div((limit - c - need) * window_ms - p * left, p)
-                if t < left then
-                    wait = t
+                local a = (limit - c - need) * window_ms - p * left
+                local q = floor(a / p)
+                if q * p > a then q = q - 1 end
+                if -q < left then
+                    wait = -q
                 end
             end
             -- Otherwise in the next window, where c becomes the previous count and the current one is empty.
             if wait == nil then
                 wait = left
                 if c > 0 then
-                    local s = -floor_div((limit - need - c) * window_ms, c)
-                    if s > 0 then
-                        wait = left + s
+                    local a = (limit - need - c) * window_ms
+                    local q = floor(a / c)
+                    if q * c > a then q = q - 1 end
+                    if -q > 0 then
+                        wait = left - q
                     end
                 end
             end
         end
     end
-    limits[w], windows[w], index[w], current[w], previous[w], scaled[w], retry[w] =
+    local s = 7 * (w - 1)
+    st[s + 1], st[s + 2], st[s + 3], st[s + 4], st[s + 5], st[s + 6], st[s + 7] =
         limit, window_ms, now_i, c, p, weighted, wait
 end
 
@@ -102,17 +102,20 @@ end
 
 local result = {allowed}
 for w = 1, n do
-    local window_ms = windows[w]
-    local remaining = floor_div(limits[w] * window_ms - scaled[w] - spend * window_ms, window_ms)
+    local s = 7 * (w - 1)
+    local limit, window_ms, index = st[s + 1], st[s + 2], st[s + 3]
+    local a = limit * window_ms - st[s + 6] - spend * window_ms
+    local remaining = floor(a / window_ms)
+    if remaining * window_ms > a then remaining = remaining - 1 end
     if remaining < 0 then
         remaining = 0
     end
     local at = 4 * w - 2
     result[at], result[at + 1], result[at + 2], result[at + 3] =
-        limits[w], remaining, window_ms - (now_ms - index[w] * window_ms), retry[w]
+        limit, remaining, window_ms - (now_ms - index * window_ms), st[s + 7]
     if spend > 0 then
-        redis.call('HSET', KEYS[w], 'i', index[w], 'c', current[w] + spend, 'p', previous[w])
-        redis.call('PEXPIRE', KEYS[w], 2 * window_ms)
+        call('HSET', KEYS[w], 'i', index, 'c', st[s + 4] + spend, 'p', st[s + 5])
+        call('PEXPIRE', KEYS[w], 2 * window_ms)
     end
 end
 

@@ -14,7 +14,7 @@ class ScriptEngine(Protocol):
 
     name: str
 
-    async def eval(self, script: Script, keys: Sequence[str], args: Sequence[int | float | str]) -> Any:
+    async def eval(self, script: Script, keys: Sequence[str | bytes], args: Sequence[int | float | str | bytes]) -> Any:
         """Run `script` with KEYS and ARGV and return its reply converted as redis-py would."""
         ...
 

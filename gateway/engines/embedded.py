@@ -109,7 +109,7 @@ class EmbeddedEngine:
         self._stored = module.stored
         self._loaded: dict[str, bytes] = {}
 
-    def run(self, script: Script, keys: Sequence[str], args: Sequence[int | float | str]) -> Any:
+    def run(self, script: Script, keys: Sequence[str | bytes], args: Sequence[int | float | str | bytes]) -> Any:
         """Run `script` synchronously; `eval` is the same call behind the engine interface."""
         sha = self._loaded.get(script.sha1)
         if sha is None:
@@ -119,7 +119,7 @@ class EmbeddedEngine:
                 sha,
                 int(self._clock() * 1_000_000),
                 len(keys),
-                *[key.encode() for key in keys],
+                *[encode_arg(key) for key in keys],
                 *[encode_arg(arg) for arg in args],
             )
         )
@@ -132,7 +132,7 @@ class EmbeddedEngine:
         self._loaded[script.sha1] = sha
         return sha
 
-    async def eval(self, script: Script, keys: Sequence[str], args: Sequence[int | float | str]) -> Any:
+    async def eval(self, script: Script, keys: Sequence[str | bytes], args: Sequence[int | float | str | bytes]) -> Any:
         return self.run(script, keys, args)
 
     def command(self, *args: int | float | str | bytes) -> Any:

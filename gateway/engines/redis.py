@@ -66,8 +66,8 @@ def create_redis_client(url: str, *, cluster: bool) -> RedisClient:
 
 class _Call(NamedTuple):
     script: Script
-    keys: Sequence[str]
-    args: Sequence[int | float | str]
+    keys: Sequence[str | bytes]
+    args: Sequence[int | float | str | bytes]
     future: asyncio.Future[Any]
 
 
@@ -212,9 +212,9 @@ def _socket_fd(connection: AbstractConnection) -> int | None:
         return None
 
 
-def pack_evalsha(script: Script, keys: Sequence[str], args: Sequence[int | float | str]) -> bytes:
+def pack_evalsha(script: Script, keys: Sequence[str | bytes], args: Sequence[int | float | str | bytes]) -> bytes:
     """One EVALSHA in RESP, encoded as redis-py would encode it, without its generic per-command overhead."""
-    items = [b"%d" % len(keys), *[key.encode() for key in keys], *[encode_arg(arg) for arg in args]]
+    items = [b"%d" % len(keys), *[encode_arg(key) for key in keys], *[encode_arg(arg) for arg in args]]
     head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (len(items) + 2, script.sha1.encode())
     return head + b"".join([b"$%d\r\n%s\r\n" % (len(item), item) for item in items])
 
@@ -250,7 +250,7 @@ class RedisEngine:
     def queued(self) -> int:
         return len(self._queue)
 
-    async def eval(self, script: Script, keys: Sequence[str], args: Sequence[int | float | str]) -> Any:
+    async def eval(self, script: Script, keys: Sequence[str | bytes], args: Sequence[int | float | str | bytes]) -> Any:
         breaker = self.breaker
         probing = False
         if breaker is not None:
@@ -415,7 +415,7 @@ class RedisEngine:
         await client.initialize()
         by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
         for index, call in enumerate(batch):
-            found = client.get_node_from_key(call.keys[0]) if call.keys else client.get_random_node()
+            found = client.get_node_from_key(_text(call.keys[0])) if call.keys else client.get_random_node()
             if found is None:  # pragma: no cover - a slot no node owns: CLUSTERDOWN
                 raise RedisError("no cluster node owns the slot")
             by_node.setdefault(found.name, (found, []))[1].append(index)
@@ -445,6 +445,10 @@ class RedisEngine:
                 for i in moved:
                     replies[i] = await _through_cluster(client, batch[i])
         return replies, slow
+
+
+def _text(key: str | bytes) -> str:
+    return key.decode() if isinstance(key, bytes) else key
 
 
 def _redirected(error: ResponseError) -> bool:

@@ -40,11 +40,12 @@ def load_script(name: str) -> Script:
 
 
 def encode_arg(value: int | float | str | bytes) -> bytes:
-    """A script argument as redis-py sends it, so scripts see the same ARGV strings on every engine."""
-    if type(value) is int:
-        return b"%d" % value
+    """A script key or argument as redis-py sends it, so scripts see the same KEYS and ARGV strings on every engine.
+    Bytes pass as they are: callers on the hot path encode what does not change once (gateway/ratelimit/limiter.py)."""
     if isinstance(value, bytes):
         return value
+    if type(value) is int:
+        return b"%d" % value
     if isinstance(value, str):
         return value.encode()
     return repr(value).encode()

@@ -49,23 +49,33 @@ def seconds_to_reset(state: WindowState, now: float) -> int:
 
 def ietf_headers(decision: Decision, now: float | None = None) -> Headers:
     """RateLimit-Policy for every window and RateLimit for the tightest one."""
-    now = time.time() if now is None else now
     tightest = decision.tightest
-    state = f"{_sf_string(tightest.window.name)};r={tightest.remaining};t={seconds_to_reset(tightest, now)}"
+    return _ietf(decision, tightest, seconds_to_reset(tightest, time.time() if now is None else now))
+
+
+def _ietf(decision: Decision, tightest: WindowState, reset: int, policy: bytes | None = None) -> Headers:
     return [
-        (b"ratelimit-policy", policy_value([s.window for s in decision.windows])),
-        (b"ratelimit", state.encode()),
+        (b"ratelimit-policy", policy if policy is not None else policy_value([s.window for s in decision.windows])),
+        (b"ratelimit", b"%s;r=%d;t=%d" % (_sf_name(tightest.window.name), tightest.remaining, reset)),
     ]
+
+
+@lru_cache(maxsize=1024)
+def _sf_name(name: str) -> bytes:
+    return _sf_string(name).encode()
 
 
 def legacy_headers(decision: Decision, now: float | None = None) -> Headers:
     """X-RateLimit-Limit/Remaining/Reset of the tightest window; Reset counts seconds, as GitHub's clients expect."""
-    now = time.time() if now is None else now
     tightest = decision.tightest
+    return _legacy(tightest, seconds_to_reset(tightest, time.time() if now is None else now))
+
+
+def _legacy(tightest: WindowState, reset: int) -> Headers:
     return [
         (b"x-ratelimit-limit", b"%d" % tightest.limit),
         (b"x-ratelimit-remaining", b"%d" % tightest.remaining),
-        (b"x-ratelimit-reset", b"%d" % seconds_to_reset(tightest, now)),
+        (b"x-ratelimit-reset", b"%d" % reset),
     ]
 
 
@@ -82,18 +92,22 @@ def rate_limit_headers(
     now: float | None = None,
     *,
     refused: bool | None = None,
+    policy: bytes | None = None,
 ) -> Headers:
     """Every header for a response: the chosen styles, plus Retry-After if the response refuses the request.
 
     `refused` defaults to `not decision.allowed`; pass False for a refusal that is let through (shadow mode).
+    `policy` is the rule's RateLimit-Policy value when the caller has it built already (Rule.policy).
     """
-    now = time.time() if now is None else now
+    # The tightest window and its reset once, for every style: this runs on every limited response.
+    tightest = decision.tightest
+    reset = seconds_to_reset(tightest, time.time() if now is None else now)
     headers: Headers = []
     for style in styles:
         if style == "ietf":
-            headers += ietf_headers(decision, now)
+            headers += _ietf(decision, tightest, reset, policy)
         elif style == "legacy":
-            headers += legacy_headers(decision, now)
+            headers += _legacy(tightest, reset)
         else:
             raise ValueError(f"unknown rate-limit header style {style!r}: expected 'ietf' or 'legacy'")
     if refused is None or refused:

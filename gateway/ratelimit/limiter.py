@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from gateway.engines.base import ScriptEngine
-from gateway.engines.scripts import load_script
+from gateway.engines.scripts import Script, load_script
 from gateway.ratelimit.windows import Window
 
 
@@ -42,7 +42,10 @@ class Decision(NamedTuple):
     @property
     def tightest(self) -> WindowState:
         """The window with the least remaining; on a tie the one that blocks longest, then the one resetting first."""
-        return min(self.windows, key=lambda state: (state.remaining, -state.retry_after, state.reset_at))
+        windows = self.windows
+        if len(windows) == 1:
+            return windows[0]
+        return min(windows, key=lambda state: (state.remaining, -state.retry_after, state.reset_at))
 
 
 @lru_cache(maxsize=65536)
@@ -53,14 +56,14 @@ def identity_tag(identity: str) -> str:
 
 def window_keys(identity: str, rule_id: str, windows: Sequence[Window]) -> list[str]:
     """`rl:{<tag>}:<rule_id>:<seconds>`: every key of a decision shares the hash tag, so one Cluster slot."""
-    return list(_window_keys(identity, rule_id, tuple(windows)))
-
-
-@lru_cache(maxsize=65536)
-def _window_keys(identity: str, rule_id: str, windows: tuple[Window, ...]) -> tuple[str, ...]:
-    # Busy identities decide many times a second: hash each one once, not per request.
     prefix = f"rl:{{{identity_tag(identity)}}}:{rule_id}:"
-    return tuple(prefix + window.key_part for window in windows)
+    return [prefix + window.key_part for window in windows]
+
+
+#: What the Lua script reads as "take the time from the server's clock" (ARGV[1]).
+_SERVER_CLOCK = b"0"
+#: Prepared calls kept per limiter; past this many (identity, rule) pairs the cache starts afresh.
+PREPARED_MAX = 65_536
 
 
 class SlidingWindowLimiter:
@@ -69,6 +72,20 @@ class SlidingWindowLimiter:
     def __init__(self, engine: ScriptEngine) -> None:
         self.engine = engine
         self._script = load_script("sliding_window")
+        self._run: Callable[[Script, Sequence[str | bytes], Sequence[int | float | str | bytes]], Any] | None = getattr(
+            engine, "run", None
+        )
+        # Busy identities decide many times a second: their keys and the rule's ARGV are encoded once, not per
+        # request. Keyed by (identity, rule_id), which is why rule_id must follow the rule's windows.
+        self._prepared: dict[tuple[str, str], tuple[list[bytes], list[bytes]]] = {}
+
+    def _prepare(self, identity: str, rule_id: str, windows: Sequence[Window]) -> tuple[list[bytes], list[bytes]]:
+        if len(self._prepared) >= PREPARED_MAX:
+            self._prepared.clear()
+        keys = [key.encode() for key in window_keys(identity, rule_id, windows)]
+        tail = [b"%d" % number for window in windows for number in (window.limit, window.ms)]
+        prepared = self._prepared[(identity, rule_id)] = (keys, tail)
+        return prepared
 
     async def hit(
         self, identity: str, rule_id: str, windows: Sequence[Window], cost: int = 1, now: float | None = None
@@ -78,11 +95,12 @@ class SlidingWindowLimiter:
             raise ValueError("a rate-limit decision needs at least one window")
         if cost < 0:
             raise ValueError(f"cost must be >= 0, not {cost}")
-        args: list[int | float | str] = [0 if now is None else round(now * 1000), cost]
-        for window in windows:
-            args.append(window.limit)
-            args.append(window.ms)
-        reply = await self.engine.eval(self._script, window_keys(identity, rule_id, windows), args)
+        prepared = self._prepared.get((identity, rule_id)) or self._prepare(identity, rule_id, windows)
+        keys, tail = prepared
+        args: list[int | float | str | bytes] = [_SERVER_CLOCK if now is None else round(now * 1000), cost, *tail]
+        run = self._run
+        # An in-process engine answers inline: calling it directly saves a coroutine per decision.
+        reply = run(self._script, keys, args) if run is not None else await self.engine.eval(self._script, keys, args)
         return _decision(reply, windows, time.time() if now is None else now)
 
     async def peek(self, identity: str, rule_id: str, windows: Sequence[Window], now: float | None = None) -> Decision:

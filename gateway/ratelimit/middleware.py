@@ -53,13 +53,14 @@ class RateLimitMiddleware:
         if verdict.decision is None or verdict.result == "shadow_refused" or not self.header_styles:
             await self.app(scope, receive, send)
             return
-        headers = rate_limit_headers(verdict.decision, self.header_styles)
+        headers = rate_limit_headers(verdict.decision, self.header_styles, policy=_policy(verdict))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", ())}
-                extra = [(name, value) for name, value in headers if name not in present]
-                message["headers"] = [*message.get("headers", ()), *extra]
+                own = message.get("headers", ())
+                # Headers the app set itself win (ASGI response header names are lower-case, Starlette's too).
+                present = {name for name, _ in own}
+                message["headers"] = [*own, *(header for header in headers if header[0] not in present)]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -83,7 +84,7 @@ class RateLimitMiddleware:
                 retry_after=retry_after,
             )
             return
-        headers = rate_limit_headers(verdict.decision, self.header_styles, refused=True)
+        headers = rate_limit_headers(verdict.decision, self.header_styles, refused=True, policy=_policy(verdict))
         tightest = verdict.decision.tightest
         await send_error(
             send,
@@ -97,3 +98,8 @@ class RateLimitMiddleware:
             reset_at=iso_time(tightest.reset_at),
             retry_after=retry_after,
         )
+
+
+def _policy(verdict: Verdict) -> bytes | None:
+    """The rule's prebuilt RateLimit-Policy; a local decision's (divided limits) is built from its own windows."""
+    return None if verdict.result.startswith("local") else verdict.rule.policy

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from gateway.config.base import with_head
 from gateway.config.ratelimit import FailurePolicy, RuleSettings
+from gateway.ratelimit.headers import policy_value
 from gateway.ratelimit.windows import Window, parse_windows
 
 
@@ -30,6 +31,8 @@ class Rule:
     on_failure: FailurePolicy
     shadow: bool
     rank: tuple[int, int, int, int]
+    #: The RateLimit-Policy header value, built once.
+    policy: bytes
     _prefix: str | None
     _exact: str | None
     _pattern: re.Pattern[str] | None
@@ -64,16 +67,18 @@ def compile_rule(settings: RuleSettings) -> Rule:
         exact, kind, literal = match, 3, len(match)
     tiers = settings.tiers
     fingerprint = repr((sorted(tiers or ()), match, sorted(settings.methods or ()), settings.windows, settings.cost))
+    windows = parse_windows(settings.windows)
     return Rule(
         name=settings.name or f"{'|'.join(tiers) if tiers else '*'}:{match}",
         id=hashlib.blake2b(fingerprint.encode(), digest_size=4).hexdigest(),
         tiers=frozenset(tiers) if tiers else None,
         methods=with_head(settings.methods),
-        windows=parse_windows(settings.windows),
+        windows=windows,
         cost=settings.cost,
         on_failure=settings.on_failure,
         shadow=settings.shadow,
         rank=(kind, literal, 1 if tiers else 0, 1 if settings.methods else 0),
+        policy=policy_value(windows),
         _prefix=prefix,
         _exact=exact,
         _pattern=pattern,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import replace
+from typing import Literal, NamedTuple
 
 from prometheus_client import Counter
 
@@ -44,8 +44,9 @@ NEAR_LIMIT_RATIO = 0.8
 logger = logging.getLogger("gateway.ratelimit")
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
+    """The outcome of one decision (a NamedTuple: one is built per limited request)."""
+
     rule: Rule
     result: Result
     #: The figures for the headers; None when the engine could not be asked.
@@ -77,7 +78,12 @@ class RateLimitService:
         self.local = SlidingWindowLimiter(local_engine or EmbeddedEngine())
         self._local_windows: dict[str, tuple[Window, ...]] = {}
         self._decisions: dict[tuple[str, str, str], Counter] = {}
-        self._engine_seconds = metrics.RATELIMIT_ENGINE_SECONDS.labels(engine.name)
+        self._near_limit: dict[tuple[str, str], Counter] = {}
+        # How long a decision waited for a remote engine, its queue included (the embedded one answers inline,
+        # and timing it would cost a good part of the decision).
+        self._engine_seconds = (
+            metrics.RATELIMIT_ENGINE_SECONDS.labels(engine.name) if engine.name != EmbeddedEngine.name else None
+        )
         self._last_fail_open_log = -math.inf
 
     async def check(self, identity: Identity, path: str, method: str) -> Verdict | None:
@@ -92,14 +98,16 @@ class RateLimitService:
         # the wire (gateway/engines/redis.py); here an open breaker only skips the call, in microseconds.
         if self.breaker is not None and self.breaker.is_open():
             return await self._unavailable(identity, rule, cost, path, None)
-        start = time.perf_counter()
+        timer = self._engine_seconds
+        start = time.perf_counter() if timer is not None else 0.0
         try:
             decision = await self.limiter.hit(identity.key, rule.id, rule.windows, cost)
         except EngineOverloaded:
             return await self._overloaded(identity, rule, cost, path)
         except StorageError as exc:
             return await self._unavailable(identity, rule, cost, path, exc)
-        self._engine_seconds.observe(time.perf_counter() - start)
+        if timer is not None:
+            timer.observe(time.perf_counter() - start)
         return self._verdict(identity, rule, decision, path, local=False)
 
     async def peek(self, identity: Identity, rule: Rule) -> Decision | None:
@@ -137,11 +145,10 @@ class RateLimitService:
         now = time.monotonic()
         if now - self._last_fail_open_log >= self.settings.log_interval:
             self._last_fail_open_log = now
-            reason = (
-                f"{type(error).__name__}: {error}"
-                if error and not isinstance(error, CircuitOpen)
-                else ("its circuit breaker is open")
-            )
+            if error is None or isinstance(error, CircuitOpen):
+                reason = "its circuit breaker is open"
+            else:
+                reason = f"{type(error).__name__}: {error}"
             logger.warning("rate-limit engine %s unavailable (%s): failing open", self.engine.name, reason)
         return Verdict(rule, "failed_open", None)
 
@@ -151,7 +158,11 @@ class RateLimitService:
             self._count(rule, tier, "local_allowed" if local else "allowed")
             tightest = decision.tightest
             if tightest.limit and tightest.remaining < tightest.limit * (1 - NEAR_LIMIT_RATIO):
-                metrics.RATELIMIT_NEAR_LIMIT.labels(rule.name, tier).inc()
+                key = (rule.name, tier)
+                near = self._near_limit.get(key)
+                if near is None:
+                    near = self._near_limit[key] = metrics.RATELIMIT_NEAR_LIMIT.labels(*key)
+                near.inc()
             return Verdict(rule, "local_allowed" if local else "allowed", decision)
         if rule.shadow:
             self._count(rule, tier, "shadow_refused")
