@@ -20,7 +20,7 @@ from gateway.exceptions import (
 )
 from gateway.identity import IdentityResolver
 from gateway.proxy.headers import FORWARDED, Headers, dropping, rewrite_location, strip_hop_by_hop
-from gateway.proxy.http1 import ConnectError, ProtocolError, RequestRefused, Response
+from gateway.proxy.http1 import ConnectError, ProtocolError, RequestRefused, Response, StaleConnection
 from gateway.proxy.upstream import Target, Upstream
 from gateway.proxy.websocket import forward_websocket
 from gateway.routing import Route
@@ -165,6 +165,7 @@ class ProxyHandler:
         chunked = body is not None and length is None
         request_target = self._upstream_target(scope, route)
         attempts = 1 + upstream.settings.retries if method in IDEMPOTENT else 1
+        fresh = False
         for attempt in range(attempts):
             target = upstream.pick()
             scope["gateway.upstream"] = target.url
@@ -177,8 +178,17 @@ class ProxyHandler:
                         body.stream() if body is not None else None,
                         chunked=chunked,
                         read_timeout=read_timeout,
+                        fresh=fresh,
                     )
                 break
+            except StaleConnection as exc:
+                # Idempotent (or attempts would be 1): sent again within the same `retries` budget, on a new
+                # connection, since the other kept-alive ones may be just as stale.
+                if attempt + 1 < attempts:
+                    metrics.UPSTREAM_RETRIES.labels(upstream.name).inc()
+                    fresh = True
+                    continue
+                raise self._failure(scope, upstream, exc, body) from exc
             except ConnectError as exc:
                 upstream.mark_failed(target)
                 if attempt + 1 < attempts and (body is None or not body.started):

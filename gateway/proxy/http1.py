@@ -36,8 +36,12 @@ class RequestRefused(ValueError):
     """The request cannot be written as one unambiguous HTTP/1.1 message; nothing was sent."""
 
 
-class _StaleConnection(Exception):
-    """A kept-alive connection turned out closed before any response byte: safe to send again."""
+class StaleConnection(ProtocolError):
+    """A kept-alive connection broke before any byte of the response, and the request had no body.
+
+    It may just have been closed by the upstream while idle, or the upstream may have received the request and
+    died on it: only an idempotent request may be sent again (RFC 9110 §9.2.2), and the caller decides.
+    """
 
 
 class _Connection(asyncio.Protocol):
@@ -349,8 +353,13 @@ class ConnectionPool:
         *,
         chunked: bool = False,
         read_timeout: float | None = None,
+        fresh: bool = False,
     ) -> Response:
-        """Send the request head (and stream `body`); return once the response head has arrived."""
+        """Send the request head (and stream `body`); return once the response head has arrived.
+
+        Sent once, on one connection: a kept-alive one unless `fresh`. Nothing is resent here (StaleConnection
+        tells the caller when resending an idempotent request would be safe).
+        """
         head = b"".join([method, b" ", target, b" HTTP/1.1\r\n", *(n + b": " + v + b"\r\n" for n, v in headers)])
         # One CR and one LF per line and nowhere else: no byte of a name, value or target can start a new line.
         lines = len(headers) + 1
@@ -360,19 +369,15 @@ class ConnectionPool:
         # A slot is held from here until Response.close(): at most max_connections exchanges at once.
         await self._slots.acquire()
         try:
-            while True:
-                connection = None
-                while self._idle:
-                    candidate = self._idle.popleft()
-                    if not candidate.closed:
-                        connection = candidate
-                        break
-                if connection is None:
-                    connection = await self._connect()
-                try:
-                    return await self._exchange(connection, method, head, body, chunked, read_timeout)
-                except _StaleConnection:
-                    continue  # a kept-alive connection the upstream had closed: try a fresh one
+            connection = None
+            while self._idle and not fresh:
+                candidate = self._idle.popleft()
+                if not candidate.closed:
+                    connection = candidate
+                    break
+            if connection is None:
+                connection = await self._connect()
+            return await self._exchange(connection, method, head, body, chunked, read_timeout)
         except BaseException:
             self._slots.release()
             raise
@@ -401,7 +406,7 @@ class ConnectionPool:
             connection._response = None
             connection.abort()
             if isinstance(exc, ProtocolError) and connection.reused and body is None and not response.received_any:
-                raise _StaleConnection() from exc
+                raise StaleConnection(f"a kept-alive connection broke before the response: {exc}") from exc
             raise
         return response
 
