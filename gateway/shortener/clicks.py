@@ -23,8 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis.exceptions import ResponseError
-
+from gateway.engines.streams import ensure_group
 from gateway.events import EventBus
 from gateway.exceptions import StorageError
 from gateway.shortener import metrics
@@ -319,9 +318,4 @@ async def _ack(client: Any, ids: list[bytes]) -> None:
 
 
 async def _create_group(client: Any) -> None:
-    try:
-        # From the start of the stream: entries added before the group existed are clicks too.
-        await client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    await ensure_group(client, STREAM, GROUP)

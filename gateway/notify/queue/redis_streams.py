@@ -9,6 +9,7 @@ Every key carries the `{notify}` hash tag, so a Redis Cluster keeps them on one 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -21,9 +22,11 @@ from redis.exceptions import ResponseError
 from gateway.engines.database import Connection
 from gateway.engines.redis import RedisClient
 from gateway.engines.scripts import load_script
+from gateway.engines.streams import ensure_group, missing_group
 from gateway.notify.models import Job
 from gateway.notify.queue.base import Queue, Received
 
+logger = logging.getLogger("gateway.notify")
 GROUP = "workers"
 PROMOTE_BATCH = 500
 #: Consumers idle this many leases with nothing pending are removed from the group.
@@ -53,11 +56,7 @@ class RedisStreamQueue(Queue):
 
     async def prepare(self, channels: Iterable[str]) -> None:
         for channel in channels:
-            try:
-                await self.client.xgroup_create(stream_key(channel), GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            await ensure_group(self.client, stream_key(channel), GROUP)
 
     async def enqueue(self, jobs: Sequence[tuple[Job, float]], *, conn: Connection | None = None) -> None:
         if not jobs:
@@ -72,6 +71,18 @@ class RedisStreamQueue(Queue):
         await pipe.execute()
 
     async def receive(self, channel: str, *, limit: int, wait: float) -> list[Received]:
+        try:
+            return await self._receive(channel, limit=limit, wait=wait)
+        except ResponseError as exc:
+            if not missing_group(exc):
+                raise
+            # Redis came back empty (restarted without persistence): make the group again and go on. What it
+            # held is gone; the worker tick re-enqueues deliveries left waiting (recover_after).
+            logger.warning("notify queue %s: its stream or group was gone (an empty Redis): made again", channel)
+            await ensure_group(self.client, stream_key(channel), GROUP)
+            return []
+
+    async def _receive(self, channel: str, *, limit: int, wait: float) -> list[Received]:
         stream = stream_key(channel)
         now = time.monotonic()
         if now - self._claimed_at.get(channel, 0.0) >= self.lease_s / 2:
@@ -133,6 +144,12 @@ class RedisStreamQueue(Queue):
     async def _forget_dead_consumers(self, channels: Iterable[str]) -> None:
         idle_ms = self.lease_s * STALE_CONSUMER_LEASES * 1000
         for channel in channels:
-            for consumer in await self.client.xinfo_consumers(stream_key(channel), GROUP):
+            try:
+                consumers = await self.client.xinfo_consumers(stream_key(channel), GROUP)
+            except ResponseError as exc:
+                if not missing_group(exc):
+                    raise
+                continue  # receive() makes it again
+            for consumer in consumers:
                 if consumer["pending"] == 0 and consumer["idle"] > idle_ms:
                     await self.client.xgroup_delconsumer(stream_key(channel), GROUP, consumer["name"])
