@@ -33,7 +33,9 @@ class Gateway:
         #: Process-level: they outlive a configuration reload (see gateway.engines.state).
         self.events = EventBus()
         self.engines = Engines(settings.engine, self.events)
-        self.runtime = Runtime(settings, self.engines, self.events)
+        #: A shutdown has begun (the server asked the connections to finish): /readyz answers 503 from now on.
+        self.draining = False
+        self.runtime = Runtime(settings, self.engines, self.events, draining=self.is_draining)
         self._retired: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
         #: Open connections per client address, for server.limits.max_connections_per_ip (gateway/server.py).
@@ -54,6 +56,14 @@ class Gateway:
 
     def trusts(self, address: str) -> bool:
         return self.runtime.trusted.is_trusted(address)
+
+    def is_draining(self) -> bool:
+        return self.draining
+
+    def begin_drain(self) -> None:
+        if not self.draining:
+            self.draining = True
+            logger.info("shutting down: in-flight requests get %gs to finish", self.settings.server.drain_timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -108,7 +118,7 @@ class Gateway:
             if settings.engine != self.engines.settings:
                 engines = Engines(settings.engine, self.events)
                 await engines.start()
-            runtime = Runtime(settings, engines or self.engines, self.events)
+            runtime = Runtime(settings, engines or self.engines, self.events, draining=self.is_draining)
             await runtime.startup()
         except Exception as exc:
             if runtime is not None:  # it may have started background work before it failed

@@ -6,6 +6,7 @@ GatewayError
 ├── InvalidBody             a body sent to the gateway's own API is not strict JSON            → 400
 ├── UnsupportedMediaType    a body sent to the gateway's own API is not declared as JSON       → 415
 ├── BodyTooLarge            a request body is over its limit (the route's, or the own API's)   → 413
+├── ShuttingDown            the request was still running when the drain ended                  → 503
 ├── StorageError            a state engine (Redis, the database) failed or missed its deadline → 503
 │   ├── CircuitOpen             its circuit breaker refused the call without trying it           → 503
 │   └── EngineOverloaded        too many calls already wait for it (backpressure, not an outage) → 503
@@ -28,6 +29,7 @@ __all__ = [
     "GatewayError",
     "InvalidBody",
     "InvalidRequest",
+    "ShuttingDown",
     "StorageError",
     "UpstreamConnectError",
     "UpstreamError",
@@ -62,6 +64,13 @@ class InvalidRequest(GatewayError):
         super().__init__(detail)
         self.status = status
         self.field = field
+
+
+class ShuttingDown(GatewayError):
+    """The request was still running when the drain after a shutdown signal ended."""
+
+    status = 503
+    error = "shutting_down"
 
 
 class InvalidBody(GatewayError):

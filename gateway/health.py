@@ -18,10 +18,15 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def readyz(checks: Mapping[str, ReadinessCheck]) -> Callable[[Request], Awaitable[Response]]:
-    """Ready when every configured engine answers within a second; the body names the ones that do not."""
+def readyz(
+    checks: Mapping[str, ReadinessCheck], draining: Callable[[], bool] = lambda: False
+) -> Callable[[Request], Awaitable[Response]]:
+    """Ready when every configured engine answers within a second; the body names the ones that do not. Never
+    ready once a shutdown has begun, so a load balancer still asking on a kept-alive connection stops routing."""
 
     async def endpoint(request: Request) -> Response:
+        if draining():
+            return JSONResponse({"status": "draining", "engines": {}}, 503)
         results = await asyncio.gather(*(_run(check) for check in checks.values()))
         engines = dict(zip(checks, results, strict=True))
         ready = all(result == "ok" for result in results)

@@ -5,6 +5,7 @@ Whatever happens further in, the client gets a JSON error body with a status, ne
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -13,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.client_ip import TrustedProxies
-from gateway.exceptions import GatewayError
+from gateway.exceptions import GatewayError, ShuttingDown
 from gateway.proxy.headers import request_id_from
 from gateway.responses import send_error, send_gateway_error
 
@@ -59,9 +60,22 @@ class ObserveMiddleware:
             await self.app(scope, receive, send_observed)
         except GatewayError as exc:
             if status:
-                raise  # the response has started: breaking the connection is the only signal left
+                # The response has started: breaking the connection is the only signal left. Returning with the
+                # response unfinished makes the server close it (a traceback would say nothing more).
+                logger.warning("request %s broken after its response started: %s", request_id, exc)
+                return
             status = exc.status
             await send_gateway_error(send_observed, exc, request_id)
+        except asyncio.CancelledError:
+            # The server cancels what still runs at the end of the drain (server.drain_timeout): answer it in the
+            # gateway's own words rather than leave it to the server's plain-text 500 and a traceback.
+            task = asyncio.current_task()
+            if task is None or scope["type"] != "http":  # pragma: no cover - always a task under a server
+                raise
+            task.uncancel()
+            if not status:
+                status = 503
+                await send_gateway_error(send_observed, ShuttingDown("the gateway is shutting down"), request_id)
         except Exception:
             logger.exception("unhandled error for request %s", request_id)
             if status:

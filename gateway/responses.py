@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Send
 
-from gateway.exceptions import CircuitOpen, GatewayError, InvalidRequest, StorageError
+from gateway.exceptions import CircuitOpen, GatewayError, InvalidRequest, ShuttingDown, StorageError
 
 JSON = b"application/json"
 #: Retry-After of an unavailable store whose breaker cannot say when it will be back.
@@ -50,6 +50,8 @@ def error_parts(exc: GatewayError) -> tuple[dict[str, Any], list[tuple[bytes, by
     if isinstance(exc, StorageError):
         seconds = max(1, math.ceil(exc.retry_after)) if isinstance(exc, CircuitOpen) else STORAGE_RETRY_AFTER_S
         headers.append((b"retry-after", b"%d" % seconds))
+    if isinstance(exc, ShuttingDown):
+        headers += [(b"retry-after", b"1"), (b"connection", b"close")]
     if isinstance(exc, InvalidRequest):
         # The request's framing cannot be trusted: never parse what follows it as the next request. (A body over
         # its limit is well framed: the server reads and discards the rest, and the client can read the 413.)

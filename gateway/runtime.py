@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -40,8 +41,11 @@ API_PREFIX = "/api/"
 class Runtime:
     """The request pipeline: observe → edge checks → identity → rate limit → dispatch (own API, proxy routes)."""
 
-    def __init__(self, settings: Settings, engines: Engines, events: EventBus) -> None:
+    def __init__(
+        self, settings: Settings, engines: Engines, events: EventBus, *, draining: Callable[[], bool] = lambda: False
+    ) -> None:
         self.settings = settings
+        self.draining = draining
         self.engines = engines
         self.events = events
         server = settings.server
@@ -88,7 +92,7 @@ class Runtime:
         server = self.settings.server
         return [
             Route(server.health_path, health.healthz, methods=["GET", "HEAD"]),
-            Route(server.ready_path, health.readyz(self.readiness), methods=["GET", "HEAD"]),
+            Route(server.ready_path, health.readyz(self.readiness, self.draining), methods=["GET", "HEAD"]),
             Route(server.metrics_path, health.metrics_endpoint, methods=["GET"]),
             *ratelimit_api.routes(self.ratelimit, self.identities),
             *notify_api.routes(self.notifications, public_url=server.public_url),

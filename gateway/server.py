@@ -115,6 +115,8 @@ class EdgeOwner(Protocol):
 
     def trusts(self, address: str) -> bool: ...
 
+    def begin_drain(self) -> None: ...
+
 
 _DEFAULT_LIMITS = EdgeLimits()
 
@@ -155,6 +157,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        # The server calls this on every connection once it has stopped listening: the drain has begun.
+        if self._owner is not None:
+            self._owner.begin_drain()
+        super().shutdown()
 
     def handle_websocket_upgrade(self) -> None:
         # The WebSocket protocol takes the transport over; this one never hears of the connection again.

@@ -155,13 +155,71 @@ def _postgres_bin(name: str) -> str:
 
 @dataclass
 class PostgresServer:
+    """One PostgreSQL cluster; `pause()`/`resume()` stall it (SIGSTOP/SIGCONT on every one of its processes),
+    `stop()`/`start()` shut it down and start it again on the same data and port (for fault tests)."""
+
     port: int
     directory: str
     user: str
+    run_as: list[str] = field(default_factory=list, repr=False)
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        data = os.path.join(self.directory, "data")
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
+        )
+        self.process = subprocess.Popen(
+            [*self.run_as, _postgres_bin("postgres"), "-D", data, *options.split()],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for_port(self.port, timeout=60)
+        _wait_postgres_ready(self.port, self.user)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.resume()
+        os.killpg(self.process.pid, signal.SIGINT)  # fast shutdown
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None
+
+    def pause(self) -> None:
+        # Every process of the cluster: PostgreSQL's backends leave the process group (setsid), so killpg
+        # would stop only the postmaster and leave running connections answering.
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
+
+    def _processes(self) -> list[int]:
+        if self.process is None:
+            return []
+        parents: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as stat:
+                        parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+        found, frontier = [self.process.pid], [self.process.pid]
+        while frontier:
+            frontier = [pid for pid, parent in parents.items() if parent in frontier]
+            found += frontier
+        return found
 
 
 @contextmanager
@@ -176,7 +234,6 @@ def postgres_server() -> Iterator[PostgresServer]:
         os.chown(directory, entry.pw_uid, entry.pw_gid)
         run_as = ["runuser", "-u", user, "--"]
     data = os.path.join(directory, "data")
-    port = free_port()
     subprocess.run(
         [*run_as, _postgres_bin("initdb"), "-D", data, "-A", "trust", "-U", user, "--no-sync", "-E", "UTF8"],
         check=True,
@@ -184,24 +241,12 @@ def postgres_server() -> Iterator[PostgresServer]:
         stderr=subprocess.PIPE,
         timeout=120,
     )
-    options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
-    process = subprocess.Popen(
-        [*run_as, _postgres_bin("postgres"), "-D", data, *options.split()],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server = PostgresServer(port=free_port(), directory=directory, user=user, run_as=run_as)
     try:
-        wait_for_port(port, timeout=60)
-        _wait_postgres_ready(port, user)
-        yield PostgresServer(port=port, directory=directory, user=user)
+        server.start()
+        yield server
     finally:
-        os.killpg(process.pid, signal.SIGINT)  # fast shutdown
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+        server.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -240,6 +240,46 @@ async def test_sigterm_drains_the_request_in_flight(upstream: UpstreamServer, tm
     assert code == 0, gateway.stderr()
 
 
+@pytest.mark.slow
+async def test_a_request_still_running_when_the_drain_ends_gets_a_json_503(
+    upstream: UpstreamServer, tmp_path: Path
+) -> None:
+    config = gateway_yaml(upstream.url, SLOW_ROUTE, server="drain_timeout: 1s\nwatch_config: false")
+    with gateway_process(config, tmp_path) as gateway:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            # A keep-alive connection a load balancer's health checks would use, opened before the signal.
+            assert (await client.get(f"{gateway.url}/readyz")).status_code == 200
+            request = await _start_slow_request(client, gateway, upstream, 5.0)
+            gateway.process.send_signal(signal.SIGTERM)
+            response = await request
+        code = await gateway.wait_exit(timeout=5.0)
+    stderr = gateway.stderr()
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "shutting_down" and response.headers["retry-after"] == "1"
+    assert "Traceback" not in stderr and "Internal Server Error" not in stderr
+    assert '"status":503' in (tmp_path / "gateway.stdout").read_text()
+    assert code == 0
+
+
+async def test_readiness_answers_503_once_the_drain_begins() -> None:
+    from gateway.app import create_app
+    from gateway.config import parse_settings
+
+    app = create_app(parse_settings("server: {access_log: false}\nengine: {database: {url: 'sqlite:///:memory:'}}"))
+    await app.startup()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            ready = await client.get("/readyz")
+            app.begin_drain()
+            draining = await client.get("/readyz")
+    finally:
+        await app.shutdown()
+    assert ready.status_code == 200
+    assert draining.status_code == 503 and draining.json()["status"] == "draining"
+
+
 async def test_sigterm_exit_status_is_0(upstream: UpstreamServer, tmp_path: Path) -> None:
     config = gateway_yaml(upstream.url, SLOW_ROUTE, server="drain_timeout: 5s\nwatch_config: false")
     with gateway_process(config, tmp_path) as gateway:

@@ -111,6 +111,8 @@ class RedisSettings(Model):
 class DatabaseSettings(Model):
     #: sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://user@host:port/db
     url: str = "sqlite:///./var/gateway.db"
+    #: Longest a database call may take, waiting for a pooled connection included; past it, StorageError (503).
+    deadline: Duration = 1.0
 
     @field_validator("url")
     @classmethod

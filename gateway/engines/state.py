@@ -67,7 +67,7 @@ class Engines:
                 max_queue=redis_settings.max_queue,
             )
             metrics.BREAKER_STATE.labels("redis").set(0)
-        self.database = Database(settings.database.url)
+        self.database = Database(settings.database.url, deadline_s=settings.database.deadline)
 
     async def start(self) -> None:
         await self.database.connect()
