@@ -25,6 +25,9 @@ CONFIG_ENV = "GATEWAY_CONFIG"
 
 logger = logging.getLogger("gateway")
 WATCH_INTERVAL_S = 1.0
+LAG_PROBE_S = 0.1
+#: gateway_event_loop_lag_seconds is the worst lag seen over this window.
+LAG_WINDOW_S = 5.0
 
 
 class Gateway:
@@ -38,6 +41,7 @@ class Gateway:
         self.runtime = Runtime(settings, self.engines, self.events, draining=self.is_draining)
         self._retired: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self._lag: asyncio.Task[None] | None = None
         #: Open connections per client address, for server.limits.max_connections_per_ip (gateway/server.py).
         self.peer_connections = PeerConnections()
 
@@ -87,6 +91,7 @@ class Gateway:
         await send({"type": "lifespan.shutdown.complete"})
 
     async def startup(self) -> None:
+        self._lag = asyncio.get_running_loop().create_task(_measure_loop_lag())
         self.events.start()
         await self.engines.start()
         await self.runtime.startup()
@@ -100,6 +105,8 @@ class Gateway:
     async def shutdown(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+        if self._lag is not None:
+            self._lag.cancel()
         # Retired runtimes close now (their drain is cut short), before the engines they use.
         retired = list(self._retired)
         for task in retired:
@@ -163,6 +170,21 @@ class Gateway:
             if current != last:
                 last = current
                 await self.reload()
+
+
+async def _measure_loop_lag() -> None:
+    """How late a timer fires: the event loop's backlog, the first sign of a gateway at capacity."""
+    loop = asyncio.get_running_loop()
+    worst = 0.0
+    windows = 0
+    while True:
+        started = loop.time()
+        await asyncio.sleep(LAG_PROBE_S)
+        worst = max(worst, loop.time() - started - LAG_PROBE_S)
+        windows += 1
+        if windows * LAG_PROBE_S >= LAG_WINDOW_S:
+            metrics.EVENT_LOOP_LAG.set(worst)
+            worst, windows = 0.0, 0
 
 
 def _mtime(path: Path) -> float:

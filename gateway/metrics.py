@@ -77,6 +77,11 @@ HTTP_REFUSED = Counter(
     "Requests and connections refused at the edge before the pipeline, by reason (the error code).",
     ["reason"],
 )
+EVENT_LOOP_LAG = Gauge(
+    "gateway_event_loop_lag_seconds",
+    "The worst delay of a 100 ms timer over the last 5 s: how far behind the event loop runs.",
+    multiprocess_mode="max",
+)
 CONFIG_RELOADS = Counter("gateway_config_reloads", "Configuration reload attempts, by result.", ["result"])
 
 _request_children: dict[tuple[str, str, str], Counter] = {}

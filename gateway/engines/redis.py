@@ -56,12 +56,13 @@ RedisClient = redis.asyncio.Redis | RedisCluster
 def create_redis_client(url: str, *, cluster: bool) -> RedisClient:
     """A client for `url`; at most one quick reconnect, as the engine's deadline and breaker do the rest.
 
-    No CLIENT SETINFO on connect: a handshake command would wait for a stalled Redis with no deadline of ours,
-    where a bare connection lets the first pipeline's ReplyWatch judge it.
+    RESP2 and no CLIENT SETINFO: redis-py's default RESP3 sends HELLO on every new connection, and that handshake
+    would wait for a stalled Redis under the connect timeout, where a bare connection lets the first pipeline's
+    ReplyWatch judge it within the deadline.
     """
     if cluster:
-        return RedisCluster.from_url(url, driver_info=None)
-    return redis.asyncio.Redis.from_url(url, retry=Retry(NoBackoff(), 1), driver_info=None)
+        return RedisCluster.from_url(url, driver_info=None, protocol=2)
+    return redis.asyncio.Redis.from_url(url, retry=Retry(NoBackoff(), 1), driver_info=None, protocol=2)
 
 
 class _Call(NamedTuple):

@@ -11,6 +11,11 @@ KEY_POOL_SIZE = Gauge(
     "Pre-generated codes left in the key pool, as last seen by this process.",
     multiprocess_mode="livemax",
 )
+KEY_POOL_MIN = Gauge(
+    "gateway_shortener_key_pool_min",
+    "shortener.key_pool.min: the filler tops the pool up below it (alerts compare the size with it).",
+    multiprocess_mode="livemax",
+)
 CODES = Counter(
     "gateway_shortener_codes",
     "Generated codes handed to creations, by source (pool, or database when the pool was empty or unreachable).",

@@ -76,6 +76,7 @@ class ShortenerService:
             batch=config.key_pool.batch,
             pop_batch=REDIS_POP_BATCH if guard is not None else 1,
         )
+        metrics.KEY_POOL_MIN.set(config.key_pool.min)
         shared = None
         if guard is not None:
             shared = SharedCache(

@@ -190,7 +190,7 @@ async def test_upstream_faults_get_their_answer_and_leave_nothing_behind(fault: 
             async with httpx.AsyncClient(timeout=10) as client:
                 await client.get(f"{base}/healthz")
                 fds_before = open_fds()
-                outcomes = []
+                outcomes: list[int | str] = []
                 for _ in range(10):
                     try:
                         outcomes.append((await client.post(f"{base}/fault", content=b"body")).status_code)

@@ -139,11 +139,12 @@ async def send_raw(base: str, data: bytes, *, idle: float = 0.5, timeout: float 
     host, port = base.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     received = bytearray()
-    parser = h11.Connection(h11.CLIENT)
+    client = h11.Connection(h11.CLIENT)
+    parser: h11.Connection | None = client
     # h11 reads a response only for a request it sent: tell it the method, so a HEAD response has no body.
     method = data.split(b" ", 1)[0].decode("latin-1") or "GET"
     try:
-        parser.send(h11.Request(method=method, target="/", headers=[("host", "x")]))
+        client.send(h11.Request(method=method, target="/", headers=[("host", "x")]))
     except h11.LocalProtocolError:  # pragma: no cover - not a method h11 knows
         parser = None
     try:
