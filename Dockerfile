@@ -1,18 +1,25 @@
-# The same command as the README's first one, without the example upstream:
-# mount or bake your own config at /app/config/gateway.yaml.
-FROM python:3.11-slim
-
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-WORKDIR /app
+# The gateway image, built from the wheel: the installed package carries its Lua scripts and plugins, so the
+# final stage holds no source checkout. Mount or bake your own config at /app/config/gateway.yaml (the one
+# copied here is the embedded default, which reads GATEWAY_DEV_KEY, SHORTENER_SECRET and WEBHOOK_SECRET).
+FROM python:3.11-slim AS wheel
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-COPY plugins ./plugins
 COPY lua ./lua
-COPY config ./config
-RUN pip install --disable-pip-version-check . \
+COPY plugins ./plugins
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    GATEWAY_HOST=0.0.0.0
+COPY --from=wheel /wheels /wheels
+RUN pip install /wheels/*.whl \
+    && rm -rf /wheels \
     && useradd --system --uid 10001 --home /app gateway \
     && mkdir -p /app/var && chown gateway /app/var
-ENV GATEWAY_LUA_DIR=/app/lua GATEWAY_HOST=0.0.0.0
+WORKDIR /app
+COPY config ./config
 USER gateway
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=2s --retries=3 \

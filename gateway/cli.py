@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def check_config(path: str) -> int:
     from gateway.config import load_settings
+    from gateway.engines.scripts import check_scripts
 
     try:
         load_settings(path)
@@ -62,7 +63,13 @@ def check_config(path: str) -> int:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return 1
-    print(f"{path}: ok")
+    try:
+        # `run` needs the Lua scripts as much as the configuration: fail here where it would fail.
+        scripts = check_scripts()
+    except OSError as exc:
+        print(f"cannot read the Lua scripts: {exc} (GATEWAY_LUA_DIR or the installed package)", file=sys.stderr)
+        return 1
+    print(f"{path}: ok (scripts from {scripts})")
     return 0
 
 
@@ -119,9 +126,16 @@ def run_server(config: str | None, host: str | None, port: int | None, workers: 
 
     from gateway.server import server_options
 
+    from gateway.engines.scripts import check_scripts
+
     path = _config_path(config)
     settings = _settings(path)
     if settings is None:
+        return 2
+    try:
+        check_scripts()
+    except OSError as exc:
+        print(f"cannot read the Lua scripts: {exc} (GATEWAY_LUA_DIR or the installed package)", file=sys.stderr)
         return 2
     server = settings.server
     workers = workers or server.workers

@@ -16,12 +16,19 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from gateway.config.base import Model
-from gateway.config.units import Duration
-from gateway.notify.channel import Channel, Message, PermanentError, RetryableError, SendResult, parse_options
+from gateway.notify.channel import (
+    Channel,
+    Duration,
+    Message,
+    Options,
+    PermanentError,
+    RetryableError,
+    SendResult,
+    parse_options,
+)
 
 
-class EmailOptions(Model):
+class EmailOptions(Options):
     host: str = "127.0.0.1"
     port: int = Field(25, ge=1, le=65535)
     sender: str = Field(min_length=3)

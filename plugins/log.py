@@ -7,13 +7,18 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from gateway.config.base import Model
-from gateway.notify.channel import Channel, Message, SendResult, parse_options
+from gateway.notify.channel import (
+    Channel,
+    Message,
+    Options,
+    SendResult,
+    parse_options,
+)
 
 logger = logging.getLogger("gateway.notify.log")
 
 
-class LogOptions(Model):
+class LogOptions(Options):
     level: Literal["debug", "info", "warning"] = "info"
 
 

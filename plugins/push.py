@@ -14,12 +14,12 @@ from typing import Any
 import httpx
 from pydantic import Field, model_validator
 
-from gateway.config.base import Model
-from gateway.config.units import Duration
 from gateway.notify.channel import (
     Channel,
+    Duration,
     HttpSupport,
     Message,
+    Options,
     PermanentError,
     RetryableError,
     SendResult,
@@ -27,7 +27,7 @@ from gateway.notify.channel import (
 )
 
 
-class PushOptions(Model):
+class PushOptions(Options):
     base_url: str = "https://fcm.googleapis.com"
     project: str = Field(min_length=1)
     access_token: str | None = None

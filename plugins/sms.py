@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 from pydantic import Field, model_validator
 
-from gateway.config.base import Model
-from gateway.config.units import Duration
 from gateway.notify.channel import (
     Channel,
+    Duration,
     HttpSupport,
     Message,
+    Options,
     PermanentError,
     Receipt,
     ReceiptStatus,
@@ -34,7 +34,7 @@ from gateway.notify.channel import (
 RECEIPTS = {"sent": "sent", "delivered": "delivered", "read": "opened", "failed": "failed", "undelivered": "failed"}
 
 
-class SmsOptions(Model):
+class SmsOptions(Options):
     base_url: str = "https://api.twilio.com"
     account_sid: str = Field(min_length=1)
     auth_token: str = Field(min_length=1)

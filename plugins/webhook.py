@@ -25,13 +25,13 @@ from typing import Any
 import httpx
 from pydantic import Field, field_validator
 
-from gateway.config.base import Model
-from gateway.config.units import Duration
 from gateway.notify.channel import (
     Channel,
     DestinationError,
+    Duration,
     HttpSupport,
     Message,
+    Options,
     PermanentError,
     PublicAddresses,
     RetryableError,
@@ -46,7 +46,7 @@ SECRET_PREFIX = "whsec_"
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 
 
-class WebhookOptions(Model):
+class WebhookOptions(Options):
     #: Where messages go when the user's preferences name no webhook_url.
     url: str | None = None
     #: whsec_<base64 key>, as the Standard Webhooks libraries generate it.

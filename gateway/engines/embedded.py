@@ -16,11 +16,10 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from functools import cache
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from gateway.engines.scripts import Script, encode_arg, lua_dir
+from gateway.engines.scripts import Script, encode_arg, lua_dir, packaged_lua_dir
 from gateway.exceptions import StorageError
 
 RUNTIME_ENV = "GATEWAY_EMBEDDED_LUA"
@@ -81,12 +80,12 @@ def _convert_item(item: Any) -> Any:
 
 @cache
 def _store_source() -> bytes:
-    # Part of the engine, not a user script: a configured GATEWAY_LUA_DIR without it falls back to the repository's.
-    for directory in (lua_dir(), Path(__file__).resolve().parents[2] / "lua"):
+    # Part of the engine, not a user script: a configured GATEWAY_LUA_DIR without it falls back to the package's.
+    for directory in (lua_dir(), packaged_lua_dir()):
         path = directory / STORE_FILE
         if path.exists():
             return path.read_bytes()
-    raise FileNotFoundError(f"{STORE_FILE} is in neither {lua_dir()} nor the repository's lua/ directory")
+    raise FileNotFoundError(f"{STORE_FILE} is in neither {lua_dir()} nor {packaged_lua_dir()}")
 
 
 class EmbeddedEngine:

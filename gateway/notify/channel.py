@@ -9,7 +9,9 @@ only validates and stores (the configuration check builds channels too); connect
 (timeouts, 5xx, 429) and `PermanentError` when it cannot (a refused address, a 4xx): the worker retries the
 first with backoff and dead-letters the second at once. Any other exception counts as retryable.
 A channel that understands provider status callbacks also implements `ReceiptSupport`.
-A channel that speaks HTTP mixes in `HttpSupport` for one pooled httpx client, closed with the channel.
+Plugins import from this module only: `Options` (the base of an options model: immutable, unknown keys refused)
+and `Duration` (a field type reading "500ms", "10s") are here for their options. A channel that speaks HTTP
+mixes in `HttpSupport` for one pooled httpx client, closed with the channel.
 A channel that sends to URLs users choose checks them with `PublicAddresses` (gateway.notify.destinations, re-exported
 here): only public addresses, checked on the resolved address when sending.
 """
@@ -25,24 +27,28 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from gateway.config.base import Model as Options
+from gateway.config.units import Duration
 from gateway.notify.destinations import DestinationError, PublicAddresses, networks, origin, redact_url, redact_urls
 
 if TYPE_CHECKING:
     from gateway.config.notifications import ChannelSettings
 
 BUILTIN_PLUGINS = {
-    "webhook": "plugins.webhook:WebhookChannel",
-    "email": "plugins.email:EmailChannel",
-    "sms": "plugins.sms:SmsChannel",
-    "push": "plugins.push:PushChannel",
-    "log": "plugins.log:LogChannel",
+    "webhook": "gateway.plugins.webhook:WebhookChannel",
+    "email": "gateway.plugins.email:EmailChannel",
+    "sms": "gateway.plugins.sms:SmsChannel",
+    "push": "gateway.plugins.push:PushChannel",
+    "log": "gateway.plugins.log:LogChannel",
 }
 __all__ = [
     "Channel",
     "ChannelError",
     "DestinationError",
+    "Duration",
     "HttpSupport",
     "Message",
+    "Options",
     "PermanentError",
     "PublicAddresses",
     "Receipt",

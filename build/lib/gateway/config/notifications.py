@@ -1,0 +1,237 @@
+"""Config sections for notifications (channels, templates, retries, workers) and the event hooks that create them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from gateway.config.base import Model
+from gateway.config.units import Duration, parse_duration
+from gateway.events import EVENT_TYPES
+
+if TYPE_CHECKING:
+    from gateway.config.models import ServerSettings
+
+Priority = Literal["high", "normal", "low"]
+DEFAULT_TEMPLATE_PART = "default"
+DEFAULT_DIGEST_INTERVAL_S = 3600.0
+DEFAULT_IDEMPOTENCY_TTL_S = 86400.0
+DEFAULT_LEASE_S = 30.0
+_THROTTLE = re.compile(r"^\s*(\d+)\s*/\s*([0-9.]+\s*(?:ms|s|m|h|d)?)\s*(?:per\s+([A-Za-z_][A-Za-z0-9_.]*))?\s*$")
+Location = tuple[str | int, ...]
+
+
+class ChannelBreakerSettings(Model):
+    #: Send failures (retryable errors) within `window` that open the channel's breaker.
+    failures: int = Field(5, ge=1)
+    window: Duration = 30.0
+    cooldown: Duration = 30.0
+
+
+class ChannelSettings(Model):
+    """`plugin` names the Channel class; every other key is the plugin's own option (checked by the plugin)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    plugin: str = Field(min_length=1)
+    breaker: ChannelBreakerSettings = ChannelBreakerSettings()
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TemplatePart(Model):
+    """One channel's rendering of a template: Jinja2 (sandboxed, strict about undefined variables)."""
+
+    subject: str | None = None
+    body: str
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _syntax(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                SandboxedEnvironment().parse(value)
+            except TemplateSyntaxError as exc:
+                raise ValueError(f"invalid template (line {exc.lineno}): {exc.message}") from None
+        return value
+
+
+class RetrySettings(Model):
+    #: Sends of one message before it goes to the dead-letter queue.
+    max_attempts: int = Field(3, ge=1, le=100)
+    #: Backoff before retry n is uniform in [0, min(max_delay, base_delay * 2^(n-1))] ("full jitter").
+    base_delay: Duration = 1.0
+    max_delay: Duration = 300.0
+
+
+class WorkerSettings(Model):
+    #: Run the delivery workers inside the gateway; false leaves them to `gateway worker` processes.
+    in_process: bool = True
+    #: Sends in flight per channel per process.
+    concurrency: int = Field(8, ge=1, le=1000)
+    #: A received message (and its delivery record) belongs to its worker this long; then it is redelivered.
+    lease: Duration = DEFAULT_LEASE_S
+    #: How long a worker waits for new messages per read (the Redis BLOCK time, the SQLite poll).
+    poll_interval: Duration = 1.0
+    #: Digests, delayed messages, queue gauges and clean-up run this often.
+    tick_interval: Duration = 1.0
+    #: Redis engine: a delivery still `queued` this long after it was due is enqueued again (lost XADD).
+    recover_after: Duration = 300.0
+    #: On shutdown, sends in flight get this long to finish before they are cancelled (and redelivered later).
+    shutdown_grace: Duration = 5.0
+
+
+class NotificationSettings(Model):
+    channels: dict[str, ChannelSettings] = {}
+    #: template id → channel name (or "default") → {subject, body}.
+    templates: dict[str, dict[str, TemplatePart]] = {}
+    retries: RetrySettings = RetrySettings()
+    #: Low-priority notifications of one user reach their digest channel at most once per interval, combined.
+    digest_interval: Duration = DEFAULT_DIGEST_INTERVAL_S
+    #: A template rendered with `items` and `count` for digests; omitted = a built-in plain-text list.
+    digest_template: str | None = None
+    #: The channels of a user with no stored preferences; omitted = every configured channel.
+    default_channels: tuple[str, ...] | None = None
+    max_recipients: int = Field(1000, ge=1)
+    #: How long an Idempotency-Key answers with its first response.
+    idempotency_ttl: Duration = DEFAULT_IDEMPOTENCY_TTL_S
+    workers: WorkerSettings = WorkerSettings()
+
+    @field_validator("channels")
+    @classmethod
+    def _names(cls, value: dict[str, ChannelSettings]) -> dict[str, ChannelSettings]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name == DEFAULT_TEMPLATE_PART:
+                raise ValueError(f"channel name {name!r}: use letters, digits, '_' or '-' (and not 'default')")
+        return value
+
+
+class Throttle(Model):
+    limit: int
+    window: float
+    per: str | None
+
+
+def parse_throttle(text: str) -> Throttle:
+    """ "1/10m per user_id" → at most 1 per 10 minutes per value of the event field user_id."""
+    match = _THROTTLE.match(text)
+    if match is None:
+        raise ValueError(f"not a throttle: {text!r} (use e.g. '1/10m per user_id' or '5/1h')")
+    limit, window = int(match.group(1)), parse_duration(match.group(2).replace(" ", ""))
+    if limit < 1 or window <= 0:
+        raise ValueError(f"a throttle needs a positive count and window: {text!r}")
+    return Throttle(limit=limit, window=window, per=match.group(3))
+
+
+class HookNotify(Model):
+    #: User ids; "$field" takes the user id from that event field (e.g. "$user_id").
+    users: tuple[str, ...] = Field(min_length=1)
+    template: str
+    channels: tuple[str, ...] = Field(min_length=1)
+    priority: Priority = "normal"
+    #: Extra template data, beside the event's own fields.
+    data: dict[str, Any] = {}
+
+
+Scalar = str | int | float | bool | None
+
+
+class HookSettings(Model):
+    name: str | None = None
+    #: Event type(s) the hook listens to.
+    on: tuple[str, ...]
+    #: Event field → value, or a list meaning "any of"; every field must match.
+    when: dict[str, Scalar | list[Scalar]] = {}
+    #: "N/window per field": at most N notifications per window per value of an event field (omit `per`: overall).
+    throttle: str | None = None
+    notify: HookNotify
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_on(cls, data: Any) -> Any:
+        # YAML 1.1 reads a bare `on:` key as the boolean true, which the loader turns into "True".
+        if isinstance(data, dict) and "True" in data and "on" not in data:
+            data = dict(data)
+            data["on"] = data.pop("True")
+        return data
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("on")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [event for event in value if event not in EVENT_TYPES]
+        if unknown or not value:
+            raise ValueError(f"unknown event type(s) {unknown} (known: {', '.join(EVENT_TYPES)})")
+        return value
+
+    @field_validator("throttle")
+    @classmethod
+    def _throttle(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_throttle(value)
+        return value
+
+
+def notification_errors(
+    settings: NotificationSettings, hooks: tuple[HookSettings, ...], server: ServerSettings
+) -> list[tuple[Location, str]]:
+    """Cross-checks: channel plugins and their options, template parts per channel, hooks naming what exists."""
+    from gateway.notify.channel import PluginError, load_channel
+
+    errors: list[tuple[Location, str]] = []
+    parts: dict[str, frozenset[str]] = {}
+    for name, channel in settings.channels.items():
+        try:
+            parts[name] = load_channel(name, channel, public_url=server.public_url).parts
+        except PluginError as exc:
+            errors.extend((("notifications", "channels", name, *loc), message) for loc, message in exc.problems)
+    for template_id, template in settings.templates.items():
+        for key, part in template.items():
+            location: Location = ("notifications", "templates", template_id, key)
+            if key != DEFAULT_TEMPLATE_PART and key not in settings.channels:
+                errors.append((location, f"unknown channel '{key}' (declared: {', '.join(settings.channels)})"))
+            for needed in sorted(parts.get(key, frozenset())):
+                if getattr(part, needed, None) is None:
+                    errors.append((location, f"channel '{key}' needs a '{needed}'"))
+    for index, name in enumerate(settings.default_channels or ()):
+        if name not in settings.channels:
+            errors.append((("notifications", "default_channels", index), f"unknown channel '{name}'"))
+    if settings.digest_template is not None and settings.digest_template not in settings.templates:
+        errors.append((("notifications", "digest_template"), f"unknown template '{settings.digest_template}'"))
+    for index, hook in enumerate(hooks):
+        errors.extend(_hook_errors(index, hook, settings, parts))
+    names = [hook.name for hook in hooks if hook.name]
+    if len(names) != len(set(names)):
+        errors.append((("hooks",), "hook names must be unique"))
+    return errors
+
+
+def _hook_errors(
+    index: int, hook: HookSettings, settings: NotificationSettings, parts: Mapping[str, frozenset[str]]
+) -> list[tuple[Location, str]]:
+    errors: list[tuple[Location, str]] = []
+    where: Location = ("hooks", index, "notify")
+    template: Mapping[str, TemplatePart] | None = settings.templates.get(hook.notify.template)
+    if template is None:
+        errors.append(((*where, "template"), f"unknown template '{hook.notify.template}'"))
+    for position, channel in enumerate(hook.notify.channels):
+        if channel not in settings.channels:
+            errors.append(((*where, "channels", position), f"unknown channel '{channel}'"))
+        elif template is not None:
+            part = template.get(channel) or template.get(DEFAULT_TEMPLATE_PART)
+            missing = [p for p in sorted(parts.get(channel, ())) if part is None or getattr(part, p, None) is None]
+            if missing:
+                detail = f"template '{hook.notify.template}' has no {'/'.join(missing)} for channel '{channel}'"
+                errors.append(((*where, "channels", position), detail))
+    return errors

@@ -1,0 +1,117 @@
+"""Config sections for who a request is (identities) and how much it may do (tiers and rules)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from gateway.config.base import Model, upper_methods
+from gateway.config.units import Duration
+
+FailurePolicy = Literal["open", "closed", "local"]
+HeaderStyle = Literal["ietf", "legacy"]
+ANONYMOUS_TIER = "anonymous"
+_PATTERN = re.compile(r"^(/[^\s]*)$")
+
+
+class ApiKey(Model):
+    key: str = Field(min_length=8)
+    user_id: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+    tier: str
+    #: May call the admin API (the rate-limit check endpoint, the DLQ, ...).
+    admin: bool = False
+
+
+class UserHeader(Model):
+    """Identity set by a trusted auth layer in front of the gateway; believed only from server.trusted_proxies."""
+
+    name: str = "X-User-ID"
+    tier_header: str = "X-User-Tier"
+    #: The tier of a user whose tier header is missing or names no declared tier.
+    default_tier: str = "free"
+
+
+class UpstreamIdentityHeaders(Model):
+    """Headers the gateway sets on proxied requests to say who it established the caller is. A client's own
+    copies of them are always dropped, so an upstream can trust them."""
+
+    user_id: str = "X-Gateway-User-ID"
+    tier: str = "X-Gateway-Tier"
+    #: api_key, user_header or ip.
+    kind: str = "X-Gateway-Identity"
+
+
+class IdentitySettings(Model):
+    api_key_header: str = "X-API-Key"
+    api_keys: tuple[ApiKey, ...] = ()
+    user_header: UserHeader | None = UserHeader()
+    #: Tier of requests identified by client address only.
+    anonymous_tier: str = ANONYMOUS_TIER
+    #: null: set none (the client's copies are still dropped).
+    upstream_headers: UpstreamIdentityHeaders | None = UpstreamIdentityHeaders()
+
+
+class RuleSettings(Model):
+    #: Name in metrics and status; defaults to "<tier>:<match>".
+    name: str | None = None
+    #: The tier(s) the rule applies to; omitted = every tier.
+    tier: str | tuple[str, ...] | None = None
+    #: "/api/v1/*" (the path and everything under it), an exact path, or "*" for one segment ("/users/*/orders").
+    match: str
+    methods: tuple[str, ...] | None = None
+    windows: tuple[str, ...] = Field(min_length=1)
+    cost: int = Field(1, ge=1)
+    on_failure: FailurePolicy = "open"
+    #: Count and report, never refuse.
+    shadow: bool = False
+
+    @field_validator("windows", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("windows")
+    @classmethod
+    def _parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from gateway.ratelimit.windows import parse_windows
+
+        parse_windows(value)
+        return value
+
+    @field_validator("match")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        if not _PATTERN.match(value):
+            raise ValueError(f"must be a path starting with '/', got {value!r}")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return upper_methods(value)
+
+    @property
+    def tiers(self) -> tuple[str, ...] | None:
+        return (self.tier,) if isinstance(self.tier, str) else self.tier
+
+
+class RateLimitSettings(Model):
+    #: Declared tiers; identities and rules may only name these.
+    tiers: tuple[str, ...] = (ANONYMOUS_TIER, "free", "premium", "enterprise")
+    rules: tuple[RuleSettings, ...] = ()
+    headers: tuple[HeaderStyle, ...] = ("ietf", "legacy")
+    #: Gateway replicas sharing the engine: the `local` failure policy divides each limit by this.
+    replicas: int = Field(1, ge=1)
+    #: A failed-open decision is logged at most once per this interval.
+    log_interval: Duration = 60.0
+    #: Paths never limited (the gateway's health and metrics paths are always exempt).
+    exempt_paths: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RateLimitSettings:
+        names = [rule.name for rule in self.rules if rule.name]
+        if len(names) != len(set(names)):
+            raise ValueError("rule names must be unique")
+        return self

@@ -1,0 +1,120 @@
+"""Who a request is: an API key from config, a user header from a trusted auth layer, or the client address.
+
+An API key that is present but unknown gets 401: a typo must not silently fall back to anonymous limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Literal, NamedTuple
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.client_ip import TrustedProxies
+from gateway.config.ratelimit import ApiKey, IdentitySettings
+from gateway.responses import send_error
+
+IdentityKind = Literal["api_key", "user_header", "ip"]
+
+
+class Identity(NamedTuple):
+    """Who a request is (a NamedTuple: one is built per request)."""
+
+    user_id: str
+    tier: str
+    kind: IdentityKind
+    admin: bool = False
+
+    @property
+    def key(self) -> str:
+        """The rate-limit key: users share counters however they were identified; addresses have their own."""
+        return f"ip:{self.user_id}" if self.kind == "ip" else f"user:{self.user_id}"
+
+
+class InvalidApiKey(Exception):
+    pass
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class IdentityResolver:
+    def __init__(self, settings: IdentitySettings, tiers: tuple[str, ...], trusted: TrustedProxies) -> None:
+        self.settings = settings
+        self.tiers = frozenset(tiers)
+        self.trusted = trusted
+        self._api_key_header = settings.api_key_header.lower().encode()
+        # Looked up by digest, so the comparison does not leak key prefixes through timing.
+        self._keys: dict[bytes, ApiKey] = {_digest(entry.key): entry for entry in settings.api_keys}
+        user = settings.user_header
+        self._user_header = user.name.lower().encode() if user else None
+        self._tier_header = user.tier_header.lower().encode() if user else None
+        #: The headers a client identifies itself with; they stop at the gateway unless a route forwards them.
+        self.client_headers = frozenset(
+            name for name in (self._api_key_header, self._user_header, self._tier_header) if name is not None
+        )
+        own = settings.upstream_headers
+        self._own = (
+            (own.user_id.lower().encode(), own.tier.lower().encode(), own.kind.lower().encode()) if own else None
+        )
+        #: The headers the gateway sets upstream itself; a client's copies of them are always dropped.
+        self.upstream_header_names = frozenset(self._own or ())
+
+    def upstream_headers(self, identity: Identity) -> list[tuple[bytes, bytes]]:
+        """Who the gateway established the caller is, for the upstream."""
+        if self._own is None:
+            return []
+        user_id, tier, kind = self._own
+        return [(user_id, identity.user_id.encode()), (tier, identity.tier.encode()), (kind, identity.kind.encode())]
+
+    def resolve(self, scope: Scope) -> Identity:
+        api_key = user_id = tier = None
+        for name, value in scope["headers"]:
+            if name == self._api_key_header:
+                api_key = value
+            elif name == self._user_header:
+                user_id = value.decode("latin-1").strip()
+            elif name == self._tier_header:
+                tier = value.decode("latin-1").strip()
+        if api_key is not None:
+            entry = self._keys.get(hashlib.sha256(api_key).digest())
+            if entry is None or not hmac.compare_digest(entry.key.encode(), api_key):
+                raise InvalidApiKey()
+            return Identity(entry.user_id, entry.tier, "api_key", entry.admin)
+        client_ip: str = scope.get("gateway.client_ip") or (scope["client"][0] if scope.get("client") else "")
+        peer = scope["client"][0] if scope.get("client") else ""
+        user = self.settings.user_header
+        if user_id and user is not None and self.trusted.is_trusted(peer):
+            return Identity(user_id, tier if tier in self.tiers else user.default_tier, "user_header")
+        return Identity(client_ip, self.settings.anonymous_tier, "ip")
+
+    def tier_of(self, user_id: str) -> str | None:
+        for entry in self.settings.api_keys:
+            if entry.user_id == user_id:
+                return entry.tier
+        return None
+
+
+class IdentityMiddleware:
+    def __init__(self, app: ASGIApp, *, resolver: IdentityResolver) -> None:
+        self.app = app
+        self.resolver = resolver
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):  # pragma: no cover
+            await self.app(scope, receive, send)
+            return
+        try:
+            scope["gateway.identity"] = self.resolver.resolve(scope)
+        except InvalidApiKey:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": "invalid API key"})
+                return
+            header = self.resolver.settings.api_key_header
+            await send_error(
+                send, 401, "invalid_api_key", f"the {header} header names no known key", scope.get("gateway.request_id")
+            )
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,65 @@
+"""The queue interface the workers use; `redis_streams.py` and `sqlite.py` implement it.
+
+At-least-once: a received message stays the worker's for a lease; if the worker neither acknowledges nor
+retries it within the lease (it crashed, or was cancelled), the message is handed out again. Consumers
+therefore make their work idempotent (see gateway.notify.store: the delivery record).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from gateway.engines.database import Connection
+from gateway.notify.models import Job
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    job: Job
+    #: The queue's own handle on the message (a stream entry id, a row id).
+    handle: str
+    #: True when the message was handed out before (its previous lease ran out).
+    redelivered: bool = False
+
+
+class Queue(ABC):
+    name: str
+    #: `enqueue(conn=...)` joins a database transaction: the queue lives in the same database as the records.
+    transactional: bool = False
+
+    @abstractmethod
+    async def prepare(self, channels: Iterable[str]) -> None:
+        """Create what the queues need (tables, consumer groups); safe to repeat."""
+
+    @abstractmethod
+    async def enqueue(self, jobs: Sequence[tuple[Job, float]], *, conn: Connection | None = None) -> None:
+        """Add (job, not_before) pairs; not_before is epoch seconds (0 or the past: at once)."""
+
+    @abstractmethod
+    async def receive(self, channel: str, *, limit: int, wait: float) -> list[Received]:
+        """Up to `limit` messages of `channel`, waiting at most `wait` seconds for the first."""
+
+    @abstractmethod
+    async def ack(self, received: Received) -> None:
+        """The message is done with: it is removed."""
+
+    @abstractmethod
+    async def retry(self, received: Received, delay: float) -> None:
+        """Acknowledge the message and hand it out again after `delay` seconds, as one step."""
+
+    @abstractmethod
+    async def depth(self, channel: str) -> int:
+        """Messages waiting or in flight on `channel`."""
+
+    async def tick(self, channels: Iterable[str]) -> None:
+        """Periodic housekeeping (moving due delayed messages); nothing by default."""
+        return None
+
+    def wake(self, channels: Iterable[str]) -> None:
+        """New messages were committed for `channels`: wake local receivers now rather than at their next poll."""
+        return None
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""The streaming reverse proxy: upstream pools, header hygiene, HTTP and WebSocket forwarding."""

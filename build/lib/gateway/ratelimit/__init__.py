@@ -1,0 +1,1 @@
+"""Rate limiting: windows, the sliding-window limiter and its response headers."""

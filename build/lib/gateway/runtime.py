@@ -1,0 +1,122 @@
+"""Everything built from one configuration. A reload builds a new Runtime and swaps it in whole."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway import health
+from gateway.client_ip import TrustedProxies
+from gateway.config.models import Settings
+from gateway.dispatch import Dispatcher
+from gateway.edge import EdgeMiddleware
+from gateway.engines.state import Engines
+from gateway.events import EventBus
+from gateway.exceptions import GatewayError
+from gateway.identity import IdentityMiddleware, IdentityResolver
+from gateway.notify import api as notify_api
+from gateway.notify.service import NotificationService
+from gateway.observe import ObserveMiddleware
+from gateway.proxy.handler import ProxyHandler
+from gateway.proxy.upstream import Upstream
+from gateway.ratelimit import api as ratelimit_api
+from gateway.ratelimit.middleware import RateLimitMiddleware
+from gateway.ratelimit.service import RateLimitService
+from gateway.request_body import BodyLimitMiddleware
+from gateway.responses import handle_gateway_error
+from gateway.routing import Router
+from gateway.shortener.service import ShortenerService
+
+logger = logging.getLogger("gateway")
+API_PREFIX = "/api/"
+
+
+class Runtime:
+    """The request pipeline: observe → edge checks → identity → rate limit → dispatch (own API, proxy routes)."""
+
+    def __init__(
+        self, settings: Settings, engines: Engines, events: EventBus, *, draining: Callable[[], bool] = lambda: False
+    ) -> None:
+        self.settings = settings
+        self.draining = draining
+        self.engines = engines
+        self.events = events
+        server = settings.server
+        self.trusted = TrustedProxies(server.trusted_proxies)
+        self.upstreams = {name: Upstream(name, upstream) for name, upstream in settings.upstreams.items()}
+        self.router = Router(settings.routes)
+        self.readiness: dict[str, health.ReadinessCheck] = dict(engines.readiness)
+        self.identities = IdentityResolver(settings.identities, settings.ratelimit.tiers, self.trusted)
+        self.ratelimit = RateLimitService(
+            settings.ratelimit, engines.scripts, breaker=engines.breaker, events=events, local_engine=engines.embedded
+        )
+        self.shortener = ShortenerService(settings, engines, events)
+        self.notifications = NotificationService(settings, engines, events)
+        self.proxy = ProxyHandler(
+            self.upstreams,
+            trusted=self.trusted,
+            max_body_bytes=server.max_body_bytes,
+            events=events,
+            identities=self.identities,
+        )
+        self.own = Starlette(
+            routes=self._own_routes(),
+            exception_handlers={HTTPException: _http_error, GatewayError: handle_gateway_error},
+        )
+        # Starlette's trailing-slash redirect builds Location from the client's Host header: a 404 is safer.
+        self.own.router.redirect_slashes = False
+        own_paths = {server.health_path: "_healthz", server.ready_path: "_readyz", server.metrics_path: "_metrics"}
+        dispatcher = Dispatcher(
+            router=self.router,
+            proxy=self.proxy,
+            own_paths=own_paths,
+            own_prefixes={API_PREFIX: "_api"},
+            own=BodyLimitMiddleware(self.own, limit=server.limits.max_api_body),
+            fallback=self.shortener.redirect,
+        )
+        # Health, metrics and a caller's own rate-limit status are never limited (the status spends nothing).
+        exempt = [*own_paths, ratelimit_api.STATUS_PATH]
+        limited = RateLimitMiddleware(dispatcher, service=self.ratelimit, exempt_paths=exempt)
+        identified = IdentityMiddleware(limited, resolver=self.identities)
+        checked = EdgeMiddleware(identified, allow_encoded_slashes=server.allow_encoded_slashes)
+        self.app = ObserveMiddleware(checked, trusted=self.trusted, access_log=server.access_log)
+
+    def _own_routes(self) -> list[BaseRoute]:
+        server = self.settings.server
+        return [
+            Route(server.health_path, health.healthz, methods=["GET", "HEAD"]),
+            Route(server.ready_path, health.readyz(self.readiness, self.draining), methods=["GET", "HEAD"]),
+            Route(server.metrics_path, health.metrics_endpoint, methods=["GET"]),
+            *ratelimit_api.routes(self.ratelimit, self.identities),
+            *notify_api.routes(self.notifications, public_url=server.public_url),
+            *self.shortener.routes(),
+        ]
+
+    async def startup(self) -> None:
+        """Opens what needs the event loop; called before the runtime serves its first request."""
+        await self.notifications.start()
+        await self.shortener.start()
+        self.notifications.hooks.attach(self.events)
+
+    async def aclose(self) -> None:
+        self.notifications.hooks.detach(self.events)
+        await self.notifications.aclose()
+        await self.shortener.aclose()
+        await asyncio.gather(*(upstream.aclose() for upstream in self.upstreams.values()))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": error, "detail": exc.detail, "request_id": request.scope.get("gateway.request_id")},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )

@@ -1,0 +1,300 @@
+"""The links table and the counter behind generated codes, on PostgreSQL or SQLite, behind a breaker.
+
+Every call has a deadline and goes through the database's circuit breaker, so an unreachable database costs
+a request milliseconds, not the pool's connect timeout. A unique violation is an answer, not a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from gateway.breaker import CircuitBreaker
+from gateway.engines.database import Connection, Database, Migration, Row, UniqueViolation
+from gateway.exceptions import CircuitOpen, StorageError
+from gateway.shortener.inserts import InsertBatcher
+
+T = TypeVar("T")
+SYSTEM = "shortener"
+#: Rows per multi-row INSERT: 5 parameters each stays under SQLite's 999-variable floor.
+INSERT_CHUNK = 190
+
+# The tables both dialects share; only the code counter and the queue's key differ.
+_TABLES = """
+CREATE TABLE urls (
+    short_code TEXT PRIMARY KEY,
+    long_url TEXT NOT NULL,
+    custom_alias BOOLEAN NOT NULL DEFAULT FALSE,
+    owner TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION,
+    max_visits BIGINT,
+    visits BIGINT NOT NULL DEFAULT 0,
+    deleted_at DOUBLE PRECISION,
+    click_count BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX urls_owner_created ON urls (owner, created_at);
+CREATE INDEX urls_expires_at ON urls (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE url_clicks_daily (
+    short_code TEXT NOT NULL,
+    day TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    clicks BIGINT NOT NULL,
+    PRIMARY KEY (short_code, day, agent)
+);
+CREATE TABLE clicks_queue (
+    id {queue_id},
+    short_code TEXT NOT NULL,
+    clicked_at DOUBLE PRECISION NOT NULL,
+    referrer TEXT,
+    agent TEXT NOT NULL,
+    -- one queued row stands for the identical clicks of one flush window
+    clicks BIGINT NOT NULL DEFAULT 1
+)
+"""
+MIGRATIONS = [
+    Migration(
+        SYSTEM,
+        1,
+        sql="CREATE SEQUENCE shortener_code_seq START 1;" + _TABLES.format(queue_id="BIGSERIAL PRIMARY KEY"),
+        sqlite=(
+            "CREATE TABLE shortener_counter (name TEXT PRIMARY KEY, value BIGINT NOT NULL);"
+            "INSERT INTO shortener_counter (name, value) VALUES ('codes', 0);"
+            + _TABLES.format(queue_id="INTEGER PRIMARY KEY AUTOINCREMENT")
+        ),
+    ),
+]
+_COLUMNS = (
+    "short_code, long_url, custom_alias, owner, created_at, expires_at, max_visits, visits, deleted_at, click_count"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    short_code: str
+    long_url: str
+    custom_alias: bool
+    owner: str | None
+    created_at: float
+    expires_at: float | None = None
+    max_visits: int | None = None
+    visits: int = 0
+    deleted_at: float | None = None
+    click_count: int = 0
+
+    @classmethod
+    def from_row(cls, row: Row) -> Link:
+        return cls(**{**row, "custom_alias": bool(row["custom_alias"])})
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """`count` redirects to one code with one referrer host and agent class (bot/mobile/desktop/other),
+    the first of them at `at`: what the aggregator folds."""
+
+    short_code: str
+    at: float
+    referrer: str | None
+    agent: str
+    count: int = 1
+
+
+class UrlStore:
+    def __init__(self, database: Database, *, breaker: CircuitBreaker, deadline_s: float) -> None:
+        self.database = database
+        self.breaker = breaker
+        self.deadline_s = deadline_s
+        self._inserts = InsertBatcher(self._insert_many, self._insert_one)
+
+    async def _guarded(self, operation: Callable[[], Awaitable[T]], deadline_s: float | None = None) -> T:
+        breaker = self.breaker
+        if not breaker.allow():
+            raise CircuitOpen(breaker.name, breaker.retry_after())
+        # SQLite is a local file with a deadline per statement already; cancelling one of its transactions
+        # between BEGIN and the first statement would leave the shared connection inside that transaction.
+        deadline = None if self.database.dialect == "sqlite" else (deadline_s or self.deadline_s)
+        try:
+            async with asyncio.timeout(deadline):
+                result = await operation()
+        except UniqueViolation:
+            breaker.record_success()
+            raise
+        except TimeoutError as exc:
+            breaker.record_failure()
+            raise StorageError(f"the database did not answer within {deadline or self.deadline_s:g}s") from exc
+        except StorageError:
+            breaker.record_failure()
+            raise
+        except BaseException:
+            breaker.release()
+            raise
+        breaker.record_success()
+        return result
+
+    async def migrate(self) -> None:
+        await self._guarded(lambda: self.database.migrate(MIGRATIONS), deadline_s=30.0)
+
+    async def reserve(self, count: int) -> list[int]:
+        """`count` fresh values of the counter, never handed out before (by any process)."""
+
+        async def run() -> list[int]:
+            if self.database.dialect == "postgresql":
+                rows = await self.database.fetch(
+                    "SELECT nextval('shortener_code_seq') AS value FROM generate_series(1, $1)", count
+                )
+                return [int(row["value"]) for row in rows]
+            async with self.database.transaction() as conn:
+                row = await conn.fetchrow(
+                    "UPDATE shortener_counter SET value = value + $1 WHERE name = 'codes' RETURNING value", count
+                )
+            assert row is not None
+            last = int(row["value"])
+            return list(range(last - count + 1, last + 1))
+
+        return await self._guarded(run, deadline_s=max(self.deadline_s, 5.0) if count > 1 else None)
+
+    async def insert(self, link: Link) -> None:
+        """Store a new link; raises UniqueViolation when its code is taken (even by a deleted link)."""
+        await self._inserts.insert(link)
+
+    async def _insert_many(self, links: Sequence[Link]) -> None:
+        rows = ", ".join(
+            "(" + ", ".join(f"${i * 7 + column}" for column in range(1, 8)) + ")" for i in range(len(links))
+        )
+        args: list[Any] = []
+        for link in links:
+            args += [
+                link.short_code,
+                link.long_url,
+                link.custom_alias,
+                link.owner,
+                float(link.created_at),
+                float(link.expires_at) if link.expires_at is not None else None,
+                link.max_visits,
+            ]
+        columns = "short_code, long_url, custom_alias, owner, created_at, expires_at, max_visits"
+        sql = f"INSERT INTO urls ({columns}) VALUES {rows}"
+        await self._guarded(lambda: self.database.execute(sql, *args))
+
+    async def _insert_one(self, link: Link) -> None:
+        await self._insert_many([link])
+
+    async def get(self, code: str) -> Link | None:
+        row = await self._guarded(
+            lambda: self.database.fetchrow(f"SELECT {_COLUMNS} FROM urls WHERE short_code = $1", code)
+        )
+        return Link.from_row(row) if row is not None else None
+
+    async def delete(self, code: str, at: float) -> bool:
+        """Soft delete: the row stays, so the code is never handed out again."""
+        count = await self._guarded(
+            lambda: self.database.execute(
+                "UPDATE urls SET deleted_at = $2 WHERE short_code = $1 AND deleted_at IS NULL", code, float(at)
+            )
+        )
+        return count == 1
+
+    async def grant_visit(self, code: str, *, spend: bool = True) -> bool:
+        """Count one visit of a link with max_visits, atomically; False once they are used up.
+        With `spend=False`, only tell whether one is left (HEAD requests look without visiting)."""
+        if not spend:
+            row = await self._guarded(
+                lambda: self.database.fetchrow(
+                    "SELECT 1 AS remaining FROM urls "
+                    "WHERE short_code = $1 AND deleted_at IS NULL AND (max_visits IS NULL OR visits < max_visits)",
+                    code,
+                )
+            )
+            return row is not None
+        count = await self._guarded(
+            lambda: self.database.execute(
+                "UPDATE urls SET visits = visits + 1 "
+                "WHERE short_code = $1 AND deleted_at IS NULL AND (max_visits IS NULL OR visits < max_visits)",
+                code,
+            )
+        )
+        return count == 1
+
+    async def clicks_by_day(self, code: str, days: int = 30) -> list[Row]:
+        return await self._guarded(
+            lambda: self.database.fetch(
+                "SELECT day, agent, clicks FROM url_clicks_daily WHERE short_code = $1 AND day >= $2 "
+                "ORDER BY day DESC, agent",
+                code,
+                time.strftime("%Y-%m-%d", time.gmtime(time.time() - days * 86400)),
+            )
+        )
+
+    async def enqueue(self, clicks: Sequence[Click]) -> None:
+        """Append clicks to the durable local queue (the embedded engine, or Redis unreachable)."""
+
+        async def run() -> None:
+            async with self.database.transaction() as conn:
+                for start in range(0, len(clicks), INSERT_CHUNK):
+                    chunk = clicks[start : start + INSERT_CHUNK]
+                    values = ", ".join(
+                        "(" + ", ".join(f"${i * 5 + column}" for column in range(1, 6)) + ")" for i in range(len(chunk))
+                    )
+                    args: list[Any] = []
+                    for click in chunk:
+                        args += [click.short_code, float(click.at), click.referrer, click.agent, click.count]
+                    await conn.execute(
+                        f"INSERT INTO clicks_queue (short_code, clicked_at, referrer, agent, clicks) VALUES {values}",
+                        *args,
+                    )
+
+        await self._guarded(run, deadline_s=max(self.deadline_s, 5.0))
+
+    async def fold_queue(self, limit: int) -> list[Click]:
+        """Take up to `limit` clicks off the local queue and add them to the counts, in one transaction."""
+        lock = " FOR UPDATE SKIP LOCKED" if self.database.dialect == "postgresql" else ""
+
+        async def run() -> list[Click]:
+            async with self.database.transaction() as conn:
+                rows = await conn.fetch(
+                    "DELETE FROM clicks_queue WHERE id IN "
+                    f"(SELECT id FROM clicks_queue ORDER BY id LIMIT $1{lock}) "
+                    "RETURNING short_code, clicked_at, referrer, agent, clicks",
+                    limit,
+                )
+                clicks = [
+                    Click(row["short_code"], row["clicked_at"], row["referrer"], row["agent"], int(row["clicks"]))
+                    for row in rows
+                ]
+                await _add_counts(conn, clicks)
+            return clicks
+
+        return await self._guarded(run, deadline_s=max(self.deadline_s, 10.0))
+
+    async def add_counts(self, clicks: Sequence[Click]) -> None:
+        """Fold clicks read from elsewhere (the Redis stream) into the counts, in one transaction."""
+
+        async def run() -> None:
+            async with self.database.transaction() as conn:
+                await _add_counts(conn, clicks)
+
+        await self._guarded(run, deadline_s=max(self.deadline_s, 10.0))
+
+
+async def _add_counts(conn: Connection, clicks: Sequence[Click]) -> None:
+    totals: Counter[str] = Counter()
+    daily: Counter[tuple[str, str, str]] = Counter()
+    for click in clicks:
+        totals[click.short_code] += click.count
+        daily[click.short_code, time.strftime("%Y-%m-%d", time.gmtime(click.at)), click.agent] += click.count
+    # Sorted, so that two aggregators updating overlapping codes take their row locks in the same order.
+    for code, count in sorted(totals.items()):
+        await conn.execute("UPDATE urls SET click_count = click_count + $2 WHERE short_code = $1", code, count)
+    for (code, day, agent), count in sorted(daily.items()):
+        await conn.execute(
+            "INSERT INTO url_clicks_daily (short_code, day, agent, clicks) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (short_code, day, agent) DO UPDATE SET clicks = url_clicks_daily.clicks + excluded.clicks",
+            code,
+            day,
+            agent,
+            count,
+        )
