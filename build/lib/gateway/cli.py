@@ -124,9 +124,8 @@ def configure_logging() -> None:
 def run_server(config: str | None, host: str | None, port: int | None, workers: int | None) -> int:
     import uvicorn
 
-    from gateway.server import server_options
-
     from gateway.engines.scripts import check_scripts
+    from gateway.server import server_options
 
     path = _config_path(config)
     settings = _settings(path)
