@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_settings, parse_settings
+from gateway.config import parse_settings
 from gateway.config.units import parse_duration, parse_size
 from gateway.exceptions import ConfigError
+from tests.shipped import shipped_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +33,7 @@ def errors_of(text: str, environ: dict[str, str] | None = None) -> list[str]:
 
 
 def test_the_shipped_default_config_is_valid() -> None:
-    settings = load_settings(ROOT / "config" / "gateway.yaml", environ={})
+    settings = shipped_settings()
     assert settings.engine.kind == "embedded"
     assert settings.routes[0].upstream in settings.upstreams
 

@@ -45,7 +45,7 @@ async def live_metric_names() -> set[str]:
     # In-process and embedded here: the metric names are the same on every engine.
     embedded = parse_settings(
         text.replace("kind: redis", "kind: embedded").replace(
-            "postgresql://gateway:${POSTGRES_PASSWORD}@postgres:5432/gateway", "sqlite:///:memory:"
+            "postgresql://gateway:${POSTGRES_PASSWORD}@postgres:5432/gateway", '"sqlite:///:memory:"'
         ),
         environ=environ,
     )

@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.config import parse_settings
 from tests.proxy_fixtures import (
     UpstreamServer,
     echoed,
@@ -22,6 +21,7 @@ from tests.proxy_fixtures import (
     split_response,
 )
 from tests.services import free_port
+from tests.shipped import shipped_settings
 from tests.upstream_app import HEAD_LENGTH, gzip_body
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -381,9 +381,7 @@ async def test_error_bodies_are_json(upstream: UpstreamServer) -> None:
 
 
 async def test_healthz_and_readyz_on_the_embedded_default(upstream: UpstreamServer, tmp_path: Path) -> None:
-    text = (ROOT / "config" / "gateway.yaml").read_text()
-    environ = {"EXAMPLE_UPSTREAM": upstream.url, "DATABASE_URL": f"sqlite:///{tmp_path}/gateway.db"}
-    settings = parse_settings(text, environ=environ)
+    settings = shipped_settings(tmp_path, upstream.url)
     assert settings.engine.kind == "embedded"
     async with serve_gateway(settings) as base, httpx.AsyncClient() as client:
         health = await client.get(f"{base}/healthz")

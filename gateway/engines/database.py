@@ -173,14 +173,34 @@ class Database:
                 raw = await self._pool.acquire()
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StorageError(f"the database is unavailable: {exc or type(exc).__name__}") from exc
+        # A caller cancelled mid-query (its deadline) or a failed wire leaves the connection's state unknown:
+        # rolling back or resetting it would be another round trip to a database that may be stalled, spent
+        # after the caller's deadline. Such a connection is abandoned (closed locally); the pool opens a new one.
+        abandon = False
+        tx = raw.transaction() if transaction else None
         try:
-            if transaction:
-                async with raw.transaction():
-                    yield _PostgresConnection(raw)
-            else:
+            if tx is not None:
+                await _pg(tx.start())
+            try:
                 yield _PostgresConnection(raw)
+            except BaseException as exc:
+                if tx is not None and not _connection_lost(exc):
+                    await _pg(tx.rollback())
+                raise
+            if tx is not None:
+                await _pg(tx.commit())
+        except BaseException as exc:
+            abandon = _connection_lost(exc)
+            raise
         finally:
+            if abandon:
+                raw.terminate()
             await self._pool.release(raw)
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Cancelled mid-call, or the wire failed: the connection's state is unknown (a unique violation is an answer)."""
+    return isinstance(exc, (asyncio.CancelledError, StorageError)) and not isinstance(exc, UniqueViolation)
 
 
 async def _to_completion(step: Awaitable[Any]) -> None:
