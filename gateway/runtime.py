@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway import health
+from gateway import health, openapi
 from gateway.client_ip import TrustedProxies
 from gateway.config.models import Settings
 from gateway.dispatch import Dispatcher
@@ -72,7 +72,13 @@ class Runtime:
         )
         # Starlette's trailing-slash redirect builds Location from the client's Host header: a 404 is safer.
         self.own.router.redirect_slashes = False
-        own_paths = {server.health_path: "_healthz", server.ready_path: "_readyz", server.metrics_path: "_metrics"}
+        own_paths = {
+            server.health_path: "_healthz",
+            server.ready_path: "_readyz",
+            server.metrics_path: "_metrics",
+            openapi.OPENAPI_PATH: "_openapi",
+            openapi.DOCS_PATH: "_docs",
+        }
         dispatcher = Dispatcher(
             router=self.router,
             proxy=self.proxy,
@@ -81,7 +87,8 @@ class Runtime:
             own=BodyLimitMiddleware(self.own, limit=server.limits.max_api_body),
             fallback=self.shortener.redirect,
         )
-        # Health, metrics and a caller's own rate-limit status are never limited (the status spends nothing).
+        # Health, metrics, the API's description and a caller's own rate-limit status are never limited (the
+        # status spends nothing).
         exempt = [*own_paths, ratelimit_api.STATUS_PATH]
         limited = RateLimitMiddleware(dispatcher, service=self.ratelimit, exempt_paths=exempt)
         identified = IdentityMiddleware(limited, resolver=self.identities)
@@ -90,7 +97,19 @@ class Runtime:
 
     def _own_routes(self) -> list[BaseRoute]:
         server = self.settings.server
+        described = openapi.ApiDescription(
+            openapi.document(
+                health_path=server.health_path,
+                ready_path=server.ready_path,
+                metrics_path=server.metrics_path,
+                notifications=self.notifications.enabled,
+                channels=list(self.settings.notifications.channels),
+                templates=list(self.settings.notifications.templates),
+            )
+        )
         return [
+            Route(openapi.OPENAPI_PATH, described.openapi, methods=["GET", "HEAD"]),
+            Route(openapi.DOCS_PATH, described.docs, methods=["GET", "HEAD"]),
             Route(server.health_path, health.healthz, methods=["GET", "HEAD"]),
             Route(server.ready_path, health.readyz(self.readiness, self.draining), methods=["GET", "HEAD"]),
             Route(server.metrics_path, health.metrics_endpoint, methods=["GET"]),

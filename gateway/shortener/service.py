@@ -23,6 +23,7 @@ from gateway.engines.database import Row, UniqueViolation
 from gateway.engines.state import Engines, breaker_events
 from gateway.events import EventBus
 from gateway.exceptions import StorageError
+from gateway.openapi import DOCS_PATH, OPENAPI_PATH
 from gateway.shortener import api, metrics
 from gateway.shortener.cache import LinkCache, LocalCache, SharedCache, Target
 from gateway.shortener.clicks import ClickPipeline, ClickRecorder
@@ -48,7 +49,7 @@ class ShortenerService:
         server = settings.server
         self.public_url = server.public_url.rstrip("/")
         public = urlsplit(server.public_url)
-        own_paths = [server.health_path, server.ready_path, server.metrics_path, "/api/"]
+        own_paths = [server.health_path, server.ready_path, server.metrics_path, OPENAPI_PATH, DOCS_PATH, "/api/"]
         route_paths = [route.match.path_prefix or route.match.path or "" for route in settings.routes]
         self.rules = UrlRules(
             own_host=(public.hostname or "").lower(),

@@ -1,0 +1,127 @@
+"""The API's description holds: schemathesis generates requests from /openapi.json against a real `gateway run`
+on the embedded engine, with an admin key and a user's key, and every answer must be in the document (status,
+content type, body schema) and never a 5xx."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.notify.harness import ADMIN_KEY, TEMPLATES
+from tests.proxy_fixtures import GatewayProcess, gateway_process
+
+pytestmark = pytest.mark.slow
+USER_KEY = "user-key-0001"
+EXAMPLES_PER_OPERATION = 30
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+def config(directory: Path) -> str:
+    templates = "\n".join("    " + line for line in TEMPLATES.splitlines())
+    return f"""
+server: {{access_log: false, public_url: "http://gw.test"}}
+engine:
+  kind: embedded
+  database: {{url: "sqlite:///{directory}/gateway.db"}}
+identities:
+  api_keys:
+    - {{key: {ADMIN_KEY}, user_id: root, tier: premium, admin: true}}
+    - {{key: {USER_KEY}, user_id: alice, tier: free}}
+ratelimit:
+  tiers: [anonymous, free, premium]
+  rules:
+    - {{name: api, tier: premium, match: "/api/v1/*", windows: ["100000/1m"]}}
+notifications:
+  channels:
+    log: {{plugin: log}}
+  templates:
+{templates}
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    directory = tmp_path_factory.mktemp("openapi")
+    with gateway_process(config(directory), directory) as process:
+        yield process
+
+
+def test_the_document_is_served_and_describes_every_own_route(gateway: GatewayProcess) -> None:
+    document = httpx.get(f"{gateway.url}/openapi.json").json()
+    assert document["openapi"] == "3.1.0"
+    paths = set(document["paths"])
+    assert {"/healthz", "/api/v1/urls", "/api/v1/urls/{code}", "/api/v1/notifications"} <= paths
+    assert "/api/v1/users/{user_id}/preferences" in paths and "/api/v1/rate-limit/check" in paths
+    page = httpx.get(f"{gateway.url}/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "/api/v1/notifications/{notification_id}/status" in page.text and "<script" not in page.text
+
+
+def test_each_success_answer_matches_the_document(gateway: GatewayProcess) -> None:
+    """Generated input rarely passes validation (a random string is seldom a URL), so the success answers are
+    also asked for directly, and validated against the same document."""
+    schema = schemathesis.openapi.from_url(f"{gateway.url}/openapi.json")
+    admin = {"X-API-Key": ADMIN_KEY}
+
+    def call(method: str, path: str, expected: int, **parts: Any) -> Any:
+        case = schema[path][method].Case(**parts)
+        response = case.call_and_validate(base_url=gateway.url, headers=admin, checks=CHECKS, timeout=10)
+        assert response.status_code == expected, response.text
+        return response.json() if response.content else None
+
+    link = call("POST", "/api/v1/urls", 201, body={"long_url": "https://example.com/x", "max_visits": 3})
+    code = {"code": link["short_code"]}
+    assert call("GET", "/api/v1/urls/{code}", 200, path_parameters=code)["state"] == "active"
+    call("DELETE", "/api/v1/urls/{code}", 204, path_parameters=code)
+    welcome = {"user_ids": ["alice"], "template_id": "welcome", "channels": ["log"], "data": {"name": "A"}}
+    sent = call("POST", "/api/v1/notifications", 202, body=welcome, headers={"Idempotency-Key": "k1"})
+    status = {"notification_id": sent["notification_id"]}
+    assert call("GET", "/api/v1/notifications/{notification_id}/status", 200, path_parameters=status)["summary"]
+    alice = {"user_id": "alice"}
+    call("PUT", "/api/v1/users/{user_id}/preferences", 200, path_parameters=alice, body={"channels": ["log"]})
+    assert call("GET", "/api/v1/users/{user_id}/preferences", 200, path_parameters=alice)["stored"] is True
+    assert call("GET", "/api/v1/notifications/dlq", 200, query={"limit": 5}) == {"entries": []}
+    check = {"user_id": "alice", "endpoint": "/api/v1/urls", "tier": "premium"}
+    assert call("POST", "/api/v1/rate-limit/check", 200, body=check)["rule"] == "api"
+    assert call("GET", "/api/v1/rate-limit/status", 200)["tier"] == "premium"
+    receipt = {"provider_id": "nope", "status": "delivered"}
+    assert call("POST", "/api/v1/notifications/receipts/{channel}", 200, path_parameters={"channel": "log"},
+                body=receipt) == {"updated": 0}  # fmt: skip
+
+
+@pytest.mark.parametrize("key", [ADMIN_KEY, USER_KEY, None], ids=["admin", "user", "anonymous"])
+def test_every_answer_matches_the_document(gateway: GatewayProcess, key: str | None) -> None:
+    schema = schemathesis.openapi.from_url(f"{gateway.url}/openapi.json")
+    headers = {"X-API-Key": key} if key else {}
+    operations = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result.err()  # the document itself is valid
+        operations.append(result.ok())
+    assert len(operations) >= 14
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def run(case: Any) -> None:
+            case.call_and_validate(base_url=gateway.url, headers=headers, checks=CHECKS, timeout=10)
+
+        run()
