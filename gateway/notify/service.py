@@ -170,7 +170,8 @@ class NotificationService:
                 jobs.append((Job(kind, route.channel, notification_id, user_id), due))
         response = json.dumps(
             {"notification_id": notification_id, "status": "queued", "recipient_count": len(request.user_ids),
-             "created_at": iso(now)}
+             "created_at": iso(now)},
+            separators=(",", ":"),
         )  # fmt: skip
         notification = {
             "id": notification_id, "template_id": request.template_id, "priority": request.priority,
