@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Send
 
-from gateway.exceptions import CircuitOpen, GatewayError, InvalidRequest, ShuttingDown, StorageError
+from gateway.exceptions import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, ShuttingDown
 
 JSON = b"application/json"
-#: Retry-After of an unavailable store whose breaker cannot say when it will be back.
-STORAGE_RETRY_AFTER_S = 5
 
 
 async def send_json(send: Send, status: int, body: Any, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
@@ -46,15 +43,14 @@ async def send_error(
 def error_parts(exc: GatewayError) -> tuple[dict[str, Any], list[tuple[bytes, bytes]]]:
     """The extra JSON fields and the headers of the error response for `exc`: one rule for every endpoint."""
     fields: dict[str, Any] = {"field": exc.field} if exc.field is not None else {}
+    fields.update(exc.extra)
     headers: list[tuple[bytes, bytes]] = []
-    if isinstance(exc, StorageError):
-        seconds = max(1, math.ceil(exc.retry_after)) if isinstance(exc, CircuitOpen) else STORAGE_RETRY_AFTER_S
-        headers.append((b"retry-after", b"%d" % seconds))
-    if isinstance(exc, ShuttingDown):
-        headers += [(b"retry-after", b"1"), (b"connection", b"close")]
-    if isinstance(exc, InvalidRequest):
-        # The request's framing cannot be trusted: never parse what follows it as the next request. (A body over
-        # its limit is well framed: the server reads and discards the rest, and the client can read the 413.)
+    retry_after = exc.retry_after_s()
+    if retry_after is not None:
+        headers.append((b"retry-after", b"%d" % retry_after))
+    if isinstance(exc, (ShuttingDown, InvalidRequest)):
+        # Draining: this connection ends. Invalid framing: never parse what follows it as the next request. (A
+        # body over its limit is well framed: the server reads and discards the rest, the client reads the 413.)
         headers.append((b"connection", b"close"))
     return fields, headers
 
@@ -82,6 +78,15 @@ async def handle_gateway_error(request: Request, exc: Exception) -> Response:
     return ErrorResponse(exc, request.scope.get("gateway.request_id"))
 
 
-def iso_time(epoch: float) -> str:
-    """RFC 3339 UTC, rounded up to the second (a reset never reads earlier than it is)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(epoch)))
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, a method the route lacks), in the same body."""
+    assert isinstance(exc, HTTPException)
+    kind = {404: NotFound, 405: MethodNotAllowed}.get(exc.status_code)
+    if kind is not None:
+        mapped: GatewayError = kind(exc.detail)
+    else:
+        mapped = GatewayError(exc.detail)
+        mapped.status, mapped.error = exc.status_code, "http_error"
+    response = ErrorResponse(mapped, request.scope.get("gateway.request_id"))
+    response.headers.update(exc.headers or {})  # Allow, on a 405
+    return response

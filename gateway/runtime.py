@@ -8,8 +8,6 @@ from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import health, openapi
@@ -30,8 +28,9 @@ from gateway.ratelimit import api as ratelimit_api
 from gateway.ratelimit.middleware import RateLimitMiddleware
 from gateway.ratelimit.service import RateLimitService
 from gateway.request_body import BodyLimitMiddleware
-from gateway.responses import handle_gateway_error
+from gateway.responses import handle_gateway_error, handle_http_exception
 from gateway.routing import Router
+from gateway.shortener import api as shortener_api
 from gateway.shortener.service import ShortenerService
 
 logger = logging.getLogger("gateway")
@@ -68,8 +67,13 @@ class Runtime:
         )
         self.own = Starlette(
             routes=self._own_routes(),
-            exception_handlers={HTTPException: _http_error, GatewayError: handle_gateway_error},
+            exception_handlers={HTTPException: handle_http_exception, GatewayError: handle_gateway_error},
         )
+        # The endpoints are module-level functions (gateway/*/api.py); they find their service here.
+        self.own.state.ratelimit = self.ratelimit
+        self.own.state.identities = self.identities
+        self.own.state.notifications = self.notifications
+        self.own.state.shortener = self.shortener
         # Starlette's trailing-slash redirect builds Location from the client's Host header: a 404 is safer.
         self.own.router.redirect_slashes = False
         own_paths = {
@@ -113,9 +117,9 @@ class Runtime:
             Route(server.health_path, health.healthz, methods=["GET", "HEAD"]),
             Route(server.ready_path, health.readyz(self.readiness, self.draining), methods=["GET", "HEAD"]),
             Route(server.metrics_path, health.metrics_endpoint, methods=["GET"]),
-            *ratelimit_api.routes(self.ratelimit, self.identities),
-            *notify_api.routes(self.notifications, public_url=server.public_url),
-            *self.shortener.routes(),
+            *ratelimit_api.ROUTES,
+            *(notify_api.ROUTES if self.notifications.enabled else []),
+            *(shortener_api.ROUTES if self.shortener.enabled else []),
         ]
 
     async def startup(self) -> None:
@@ -129,13 +133,3 @@ class Runtime:
         await self.notifications.aclose()
         await self.shortener.aclose()
         await asyncio.gather(*(upstream.aclose() for upstream in self.upstreams.values()))
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSONResponse(
-        {"error": error, "detail": exc.detail, "request_id": request.scope.get("gateway.request_id")},
-        status_code=exc.status_code,
-        headers=exc.headers,
-    )

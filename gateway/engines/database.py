@@ -27,8 +27,9 @@ _PLACEHOLDER = re.compile(r"\$(\d+)")
 DEFAULT_DEADLINE_S = 5.0
 
 
-class UniqueViolation(StorageError):
-    """An insert hit a unique constraint (a taken alias, a replayed idempotency key...)."""
+class UniqueViolation(Exception):
+    """An insert hit a unique constraint (a taken alias, a replayed idempotency key...): the database answered,
+    so this is no StorageError (nothing is unavailable, no breaker counts it)."""
 
 
 @dataclass(frozen=True)
@@ -199,8 +200,8 @@ class Database:
 
 
 def _connection_lost(exc: BaseException) -> bool:
-    """Cancelled mid-call, or the wire failed: the connection's state is unknown (a unique violation is an answer)."""
-    return isinstance(exc, (asyncio.CancelledError, StorageError)) and not isinstance(exc, UniqueViolation)
+    """Cancelled mid-call, or the wire failed: the connection's state is unknown."""
+    return isinstance(exc, (asyncio.CancelledError, StorageError))
 
 
 async def _to_completion(step: Awaitable[Any]) -> None:

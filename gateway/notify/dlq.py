@@ -10,9 +10,10 @@ import uuid
 from typing import Any
 
 from gateway.engines.database import Connection, Database, Row
-from gateway.notify.models import Job, iso
+from gateway.notify.models import Job
 from gateway.notify.queue.base import Queue
 from gateway.notify.store import atomically, key_clause
+from gateway.timestamps import format_optional
 
 
 async def add(conn: Connection, job: Job, *, error: str, attempts: int, now: float) -> str:
@@ -49,7 +50,7 @@ def describe(row: Row) -> dict[str, Any]:
         "digest_id": job.digest_id or None,
         "error": row["error"],
         "attempts": row["attempts"],
-        "failed_at": iso(row["failed_at"]),
+        "failed_at": format_optional(row["failed_at"]),
     }
 
 

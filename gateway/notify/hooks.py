@@ -20,7 +20,8 @@ from gateway.engines.scripts import load_script
 from gateway.events import Event, EventBus
 from gateway.exceptions import StorageError
 from gateway.notify import metrics
-from gateway.notify.models import NotificationRequest, iso
+from gateway.notify.models import NotificationRequest
+from gateway.timestamps import format_time
 
 if TYPE_CHECKING:
     from gateway.notify.service import NotificationService
@@ -118,7 +119,7 @@ class HookPipeline:
         data = {
             **notify.data,
             **event.data,
-            "event": {"type": event.type, "id": event.id, "at": iso(event.at)},
+            "event": {"type": event.type, "id": event.id, "at": format_time(event.at)},
         }
         request = NotificationRequest(users, notify.template, notify.channels, data, notify.priority)
         try:

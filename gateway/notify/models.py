@@ -7,11 +7,12 @@ import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from gateway.config.notifications import Priority
+from gateway.exceptions import InvalidField
 from gateway.notify.destinations import parse_http_url
+from gateway.timestamps import parse_time
 
 if TYPE_CHECKING:
     from gateway.notify.channel import Channel
@@ -34,15 +35,6 @@ _PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
 MAX_EMAIL_LENGTH = 254
 MAX_DEVICE_TOKEN_LENGTH = 4096
 MAX_ID_LENGTH = 200
-
-
-class FieldError(ValueError):
-    """Invalid API input; `field` names the offending field."""
-
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(detail)
-        self.field = field
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,47 +82,47 @@ class Preferences:
 
 
 def parse_preferences(user_id: str, body: Any, channels: Mapping[str, Channel]) -> Preferences:
-    """Validate a PUT body; every problem raises FieldError naming the field."""
+    """Validate a PUT body; every problem raises InvalidField naming the field."""
     if not isinstance(body, dict):
-        raise FieldError("body", "the body must be a JSON object")
+        raise InvalidField("body", "the body must be a JSON object")
     known = {"channels", "primary_channel", "digest_channel", "email", "phone", "device_tokens", "webhook_url"}
     for key in body:
         if key not in known:
-            raise FieldError(key, f"unknown field {key!r} (known: {', '.join(sorted(known))})")
+            raise InvalidField(key, f"unknown field {key!r} (known: {', '.join(sorted(known))})")
     opted = body.get("channels")
     if not isinstance(opted, list) or not all(isinstance(name, str) for name in opted):
-        raise FieldError("channels", "channels must be a list of channel names")
+        raise InvalidField("channels", "channels must be a list of channel names")
     for name in opted:
         if name not in channels:
-            raise FieldError("channels", f"unknown channel {name!r} (configured: {', '.join(channels)})")
+            raise InvalidField("channels", f"unknown channel {name!r} (configured: {', '.join(channels)})")
     for key in ("primary_channel", "digest_channel"):
         value = body.get(key)
         if value is not None and (not isinstance(value, str) or value not in opted):
-            raise FieldError(key, f"{key} must be one of the opted-in channels {opted}")
+            raise InvalidField(key, f"{key} must be one of the opted-in channels {opted}")
     email, phone, url = body.get("email"), body.get("phone"), body.get("webhook_url")
     if email is not None and (
         not isinstance(email, str) or len(email) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(email)
     ):
-        raise FieldError("email", "email must be an address such as name@example.com")
+        raise InvalidField("email", "email must be an address such as name@example.com")
     if phone is not None and (not isinstance(phone, str) or not _PHONE.fullmatch(phone)):
-        raise FieldError("phone", "phone must be in E.164 form, such as +14155550100")
+        raise InvalidField("phone", "phone must be in E.164 form, such as +14155550100")
     if url is not None:
         if not isinstance(url, str):
-            raise FieldError("webhook_url", "webhook_url must be an http:// or https:// URL")
+            raise InvalidField("webhook_url", "webhook_url must be an http:// or https:// URL")
         try:
             parse_http_url(url)
             for channel in channels.values():
                 if channel.address_field == "webhook_url":
                     channel.validate_address(url)
         except ValueError as exc:
-            raise FieldError("webhook_url", f"webhook_url {exc}") from None
+            raise InvalidField("webhook_url", f"webhook_url {exc}") from None
     tokens = body.get("device_tokens", [])
     if (
         not isinstance(tokens, list)
         or len(tokens) > 100
         or not all(isinstance(t, str) and 0 < len(t) <= MAX_DEVICE_TOKEN_LENGTH and t.isprintable() for t in tokens)
     ):
-        raise FieldError("device_tokens", "device_tokens must be a list of at most 100 non-empty printable strings")
+        raise InvalidField("device_tokens", "device_tokens must be a list of at most 100 non-empty printable strings")
     return Preferences.from_json(user_id, {**body, "channels": opted, "device_tokens": tokens})
 
 
@@ -147,31 +139,31 @@ class NotificationRequest:
 
 def parse_request(body: Any, channels: Collection[str], *, max_recipients: int) -> NotificationRequest:
     if not isinstance(body, dict):
-        raise FieldError("body", "the body must be a JSON object")
+        raise InvalidField("body", "the body must be a JSON object")
     known = {"user_ids", "template_id", "channels", "data", "priority", "scheduled_at"}
     for key in body:
         if key not in known:
-            raise FieldError(key, f"unknown field {key!r}")
+            raise InvalidField(key, f"unknown field {key!r}")
     user_ids = body.get("user_ids")
     if not isinstance(user_ids, list) or not user_ids or len(user_ids) > max_recipients:
-        raise FieldError("user_ids", f"user_ids must be a list of 1 to {max_recipients} user ids")
+        raise InvalidField("user_ids", f"user_ids must be a list of 1 to {max_recipients} user ids")
     if not all(isinstance(u, str) and 0 < len(u) <= MAX_ID_LENGTH for u in user_ids):
-        raise FieldError("user_ids", f"every user id must be a non-empty string of at most {MAX_ID_LENGTH} chars")
+        raise InvalidField("user_ids", f"every user id must be a non-empty string of at most {MAX_ID_LENGTH} chars")
     template_id = body.get("template_id")
     if not isinstance(template_id, str) or not template_id:
-        raise FieldError("template_id", "template_id must be a non-empty string")
+        raise InvalidField("template_id", "template_id must be a non-empty string")
     requested = body.get("channels")
     if not isinstance(requested, list) or not requested or not all(isinstance(c, str) for c in requested):
-        raise FieldError("channels", "channels must be a non-empty list of channel names")
+        raise InvalidField("channels", "channels must be a non-empty list of channel names")
     for name in requested:
         if name not in channels:
-            raise FieldError("channels", f"unknown channel {name!r} (configured: {', '.join(channels)})")
+            raise InvalidField("channels", f"unknown channel {name!r} (configured: {', '.join(channels)})")
     data = body.get("data", {})
     if not isinstance(data, dict):
-        raise FieldError("data", "data must be a JSON object")
+        raise InvalidField("data", "data must be a JSON object")
     priority = body.get("priority", "normal")
     if priority not in PRIORITIES:
-        raise FieldError("priority", f"priority must be one of {list(PRIORITIES)}")
+        raise InvalidField("priority", f"priority must be one of {list(PRIORITIES)}")
     scheduled = body.get("scheduled_at")
     return NotificationRequest(
         user_ids=tuple(dict.fromkeys(user_ids)),
@@ -181,26 +173,6 @@ def parse_request(body: Any, channels: Collection[str], *, max_recipients: int) 
         priority=priority,
         scheduled_at=None if scheduled is None else parse_time("scheduled_at", scheduled),
     )
-
-
-def parse_time(name: str, value: Any) -> float:
-    """RFC 3339 text (a missing offset means UTC) → epoch seconds."""
-    if not isinstance(value, str):
-        raise FieldError(name, f"{name} must be an RFC 3339 date-time such as 2030-01-31T09:00:00Z")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise FieldError(name, f"{name} must be an RFC 3339 date-time such as 2030-01-31T09:00:00Z") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def iso(epoch: float | None) -> str | None:
-    """Epoch seconds → RFC 3339 UTC with milliseconds."""
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from gateway.notify import digest, metrics
 from gateway.notify.channel import Channel, load_channel
 from gateway.notify.hooks import HookPipeline
 from gateway.notify.idempotency import Idempotency
-from gateway.notify.models import PENDING, Job, JobKind, NotificationRequest, Preferences, iso
+from gateway.notify.models import PENDING, Job, JobKind, NotificationRequest, Preferences
 from gateway.notify.queue.base import Queue
 from gateway.notify.queue.redis_streams import RedisStreamQueue
 from gateway.notify.queue.sqlite import SqliteQueue
@@ -31,6 +31,7 @@ from gateway.notify.router import ChannelRouter
 from gateway.notify.store import NotificationStore, atomically
 from gateway.notify.templates import Content, Templates
 from gateway.notify.worker import WorkerPool
+from gateway.timestamps import format_optional, format_time
 
 if TYPE_CHECKING:
     from gateway.config.models import Settings
@@ -50,7 +51,7 @@ class NotificationService:
         self._clock = clock
         self.store = NotificationStore(engines.database)
         self.templates = Templates(config.templates)
-        public_url = settings.server.public_url
+        public_url = self.public_url = settings.server.public_url
         self.channels: dict[str, Channel] = {
             name: load_channel(name, channel, public_url=public_url) for name, channel in config.channels.items()
         }
@@ -170,7 +171,7 @@ class NotificationService:
                 jobs.append((Job(kind, route.channel, notification_id, user_id), due))
         response = json.dumps(
             {"notification_id": notification_id, "status": "queued", "recipient_count": len(request.user_ids),
-             "created_at": iso(now)},
+             "created_at": format_time(now)},
             separators=(",", ":"),
         )  # fmt: skip
         notification = {
@@ -234,8 +235,8 @@ class NotificationService:
             "status": _overall(summary),
             "template_id": notification["template_id"],
             "priority": notification["priority"],
-            "created_at": iso(notification["created_at"]),
-            "scheduled_at": iso(notification["scheduled_at"]),
+            "created_at": format_time(notification["created_at"]),
+            "scheduled_at": format_optional(notification["scheduled_at"]),
             "created_by": notification["created_by"],
             "summary": summary,
             "recipients": [{"user_id": user, "channels": channels} for user, channels in recipients.items()],
@@ -249,7 +250,7 @@ class NotificationService:
 def _view(row: dict[str, Any]) -> dict[str, Any]:
     view = {key: row[key] for key in ("channel", "status", "reason", "attempts", "last_error", "provider_id")}
     for key in ("created_at", "updated_at", "sent_at", "delivered_at"):
-        view[key] = iso(row[key])
+        view[key] = format_optional(row[key])
     return view
 
 

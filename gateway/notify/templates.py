@@ -15,6 +15,7 @@ from jinja2 import StrictUndefined, Template, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.config.notifications import DEFAULT_TEMPLATE_PART, TemplatePart
+from gateway.exceptions import GatewayError
 
 _HEADER_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u2028\u2029\x85]")
 _UNDEFINED = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
@@ -26,8 +27,11 @@ class Content:
     body: str
 
 
-class TemplateDataError(ValueError):
+class TemplateDataError(GatewayError):
     """The data does not fill a template: names the template, the channel and the variables."""
+
+    status = 400
+    error = "template_error"
 
     def __init__(self, template_id: str, channel: str, variables: Iterable[str] = (), detail: str = "") -> None:
         self.template_id = template_id
@@ -36,6 +40,7 @@ class TemplateDataError(ValueError):
         if self.variables:
             detail = f"missing variable(s) {', '.join(repr(v) for v in self.variables)}"
         super().__init__(f"template '{template_id}' (channel '{channel}'): {detail}")
+        self.extra = {"template_id": template_id, "channel": channel, "variables": self.variables}
 
 
 class UnknownTemplate(KeyError):

@@ -9,99 +9,101 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.exceptions import InvalidBody
+from gateway.access import caller, require_admin
+from gateway.exceptions import InvalidBody, InvalidField, StorageError
 from gateway.identity import Identity, IdentityResolver
 from gateway.ratelimit.service import RateLimitService
 from gateway.request_body import read_json
-from gateway.responses import iso_time
+from gateway.timestamps import format_reset
 
 STATUS_PATH = "/api/v1/rate-limit/status"
 CHECK_PATH = "/api/v1/rate-limit/check"
 
 
-def error(request: Request, status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {"error": code, "detail": detail, "request_id": request.scope.get("gateway.request_id"), **extra}
-    return JSONResponse(body, status_code=status)
+def service_of(request: Request) -> RateLimitService:
+    service: RateLimitService = request.app.state.ratelimit
+    return service
 
 
-def caller(request: Request) -> Identity:
-    identity: Identity | None = request.scope.get("gateway.identity")
+def resolver_of(request: Request) -> IdentityResolver:
+    resolver: IdentityResolver = request.app.state.identities
+    return resolver
+
+
+async def status(request: Request) -> Response:
+    """The caller's own windows; spends nothing."""
+    service = service_of(request)
+    identity = caller(request)
     if identity is None:  # pragma: no cover - the identity middleware always runs first in the gateway
         raise RuntimeError("no identity in scope")
-    return identity
-
-
-def routes(service: RateLimitService, resolver: IdentityResolver) -> list[BaseRoute]:
-    async def status(request: Request) -> Response:
-        identity = caller(request)
-        limits = []
-        for rule in service.rules.for_tier(identity.tier):
-            decision = await service.peek(identity, rule)
-            if decision is None:
-                return error(request, 503, "rate_limit_unavailable", "the rate-limit engine is unavailable")
-            for state in decision.windows:
-                limits.append(
-                    {
-                        "rule": rule.name,
-                        "window": state.window.name,
-                        "limit": state.limit,
-                        "remaining": state.remaining,
-                        "reset_at": iso_time(state.reset_at),
-                    }
-                )
-        return JSONResponse({"user_id": identity.user_id, "tier": identity.tier, "limits": limits})
-
-    async def check(request: Request) -> Response:
-        identity = caller(request)
-        if identity.kind != "api_key" or not identity.admin:
-            return error(request, 403, "forbidden", "the check API needs the API key of an admin identity")
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise InvalidBody("the body must be a JSON object")
-        user_id, endpoint = body.get("user_id"), body.get("endpoint")
-        tier, cost, method = body.get("tier"), body.get("cost"), body.get("method", "GET")
-        if not isinstance(user_id, str) or not user_id:
-            return error(request, 400, "invalid_field", "user_id must be a non-empty string", field="user_id")
-        if not isinstance(endpoint, str) or not endpoint.startswith("/"):
-            return error(request, 400, "invalid_field", "endpoint must be a path starting with '/'", field="endpoint")
-        if tier is None:
-            tier = (
-                resolver.tier_of(user_id)
-                or (resolver.settings.user_header.default_tier if resolver.settings.user_header else None)
-                or resolver.settings.anonymous_tier
+    limits = []
+    for rule in service.rules.for_tier(identity.tier):
+        decision = await service.peek(identity, rule)
+        if decision is None:
+            raise StorageError("the rate-limit engine is unavailable")
+        for state in decision.windows:
+            limits.append(
+                {
+                    "rule": rule.name,
+                    "window": state.window.name,
+                    "limit": state.limit,
+                    "remaining": state.remaining,
+                    "reset_at": format_reset(state.reset_at),
+                }
             )
-        if not isinstance(tier, str) or tier not in service.settings.tiers:
-            return error(
-                request, 400, "invalid_field", f"tier must be one of {list(service.settings.tiers)}", field="tier"
-            )
-        if cost is not None and (not isinstance(cost, int) or isinstance(cost, bool) or cost < 1):
-            return error(request, 400, "invalid_field", "cost must be a positive integer", field="cost")
-        if not isinstance(method, str):
-            return error(request, 400, "invalid_field", "method must be a string", field="method")
-        subject = Identity(user_id, tier, "user_header")
-        rule = service.rules.match(tier, endpoint, method.upper())
-        if rule is None:
-            return JSONResponse(
-                {"allowed": True, "remaining": None, "limit": None, "reset_at": None, "retry_after": None, "rule": None}
-            )
-        verdict = await service.decide(subject, rule, cost or rule.cost, path=endpoint)
-        # The design's shape: reset_at in unix seconds, retry_after in seconds, or null when there is nothing to
-        # wait for (allowed, or a cost over the limit that no wait lets through).
-        waits = not verdict.allowed and not math.isinf(verdict.retry_after)
-        payload: dict[str, Any] = {
-            "allowed": verdict.allowed,
-            "retry_after": max(1, math.ceil(verdict.retry_after)) if waits else None,
-            "rule": rule.name,
-            "result": verdict.result,
-        }
-        if verdict.decision is not None:
-            tightest = verdict.decision.tightest
-            payload.update(limit=tightest.limit, remaining=tightest.remaining, reset_at=math.ceil(tightest.reset_at))
-        else:
-            payload.update(limit=None, remaining=None, reset_at=None)
-        return JSONResponse(payload, status_code=200)
+    return JSONResponse({"user_id": identity.user_id, "tier": identity.tier, "limits": limits})
 
-    return [
-        Route(STATUS_PATH, status, methods=["GET"]),
-        Route(CHECK_PATH, check, methods=["POST"]),
-    ]
+
+async def check(request: Request) -> Response:
+    """Spend from a user's limit on behalf of another service (an admin key)."""
+    service, resolver = service_of(request), resolver_of(request)
+    require_admin(request, "the check API")
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidBody("the body must be a JSON object")
+    user_id, endpoint = body.get("user_id"), body.get("endpoint")
+    tier, cost, method = body.get("tier"), body.get("cost"), body.get("method", "GET")
+    if not isinstance(user_id, str) or not user_id:
+        raise InvalidField("user_id", "user_id must be a non-empty string")
+    if not isinstance(endpoint, str) or not endpoint.startswith("/"):
+        raise InvalidField("endpoint", "endpoint must be a path starting with '/'")
+    if tier is None:
+        tier = (
+            resolver.tier_of(user_id)
+            or (resolver.settings.user_header.default_tier if resolver.settings.user_header else None)
+            or resolver.settings.anonymous_tier
+        )
+    if not isinstance(tier, str) or tier not in service.settings.tiers:
+        raise InvalidField("tier", f"tier must be one of {list(service.settings.tiers)}")
+    if cost is not None and (not isinstance(cost, int) or isinstance(cost, bool) or cost < 1):
+        raise InvalidField("cost", "cost must be a positive integer")
+    if not isinstance(method, str):
+        raise InvalidField("method", "method must be a string")
+    subject = Identity(user_id, tier, "user_header")
+    rule = service.rules.match(tier, endpoint, method.upper())
+    if rule is None:
+        return JSONResponse(
+            {"allowed": True, "remaining": None, "limit": None, "reset_at": None, "retry_after": None, "rule": None}
+        )
+    verdict = await service.decide(subject, rule, cost or rule.cost, path=endpoint)
+    # The design's shape: reset_at in unix seconds, retry_after in seconds, or null when there is nothing to
+    # wait for (allowed, or a cost over the limit that no wait lets through).
+    waits = not verdict.allowed and not math.isinf(verdict.retry_after)
+    payload: dict[str, Any] = {
+        "allowed": verdict.allowed,
+        "retry_after": max(1, math.ceil(verdict.retry_after)) if waits else None,
+        "rule": rule.name,
+        "result": verdict.result,
+    }
+    if verdict.decision is not None:
+        tightest = verdict.decision.tightest
+        payload.update(limit=tightest.limit, remaining=tightest.remaining, reset_at=math.ceil(tightest.reset_at))
+    else:
+        payload.update(limit=None, remaining=None, reset_at=None)
+    return JSONResponse(payload, status_code=200)
+
+
+ROUTES: list[BaseRoute] = [
+    Route(STATUS_PATH, status, methods=["GET"]),
+    Route(CHECK_PATH, check, methods=["POST"]),
+]

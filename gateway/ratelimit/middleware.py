@@ -17,7 +17,8 @@ from gateway.config.ratelimit import ANONYMOUS_TIER, HeaderStyle
 from gateway.identity import Identity
 from gateway.ratelimit.headers import rate_limit_headers
 from gateway.ratelimit.service import RateLimitService, Verdict
-from gateway.responses import iso_time, send_error
+from gateway.responses import send_error
+from gateway.timestamps import format_reset
 
 
 class RateLimitMiddleware:
@@ -95,7 +96,7 @@ class RateLimitMiddleware:
             headers,
             limit=tightest.limit,
             remaining=tightest.remaining,
-            reset_at=iso_time(tightest.reset_at),
+            reset_at=format_reset(tightest.reset_at),
             retry_after=retry_after,
         )
 

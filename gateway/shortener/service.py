@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio
-from starlette.routing import BaseRoute
 
 from gateway.breaker import CircuitBreaker
 from gateway.config.models import Settings
@@ -22,9 +21,9 @@ from gateway.config.shortener import shortener_active
 from gateway.engines.database import Row, UniqueViolation
 from gateway.engines.state import Engines, breaker_events
 from gateway.events import EventBus
-from gateway.exceptions import StorageError
+from gateway.exceptions import Conflict, StorageError
 from gateway.openapi import DOCS_PATH, OPENAPI_PATH
-from gateway.shortener import api, metrics
+from gateway.shortener import metrics
 from gateway.shortener.cache import LinkCache, LocalCache, SharedCache, Target
 from gateway.shortener.clicks import ClickPipeline, ClickRecorder
 from gateway.shortener.codes import CodeGenerator
@@ -33,6 +32,7 @@ from gateway.shortener.redirect import RedirectHandler
 from gateway.shortener.redisguard import RedisGuard
 from gateway.shortener.store import Link, UrlStore
 from gateway.shortener.validation import CreateRequest, UrlRules, reserved_segments
+from gateway.timestamps import format_optional, format_time
 
 #: Generated codes tried before a creation gives up (each retry means an alias had taken the code).
 MAX_CODE_ATTEMPTS = 5
@@ -103,9 +103,6 @@ class ShortenerService:
         self._tasks: list[asyncio.Task[None]] = []
         self._graceful: list[asyncio.Task[None]] = []
         self._closing = asyncio.Event()
-
-    def routes(self) -> list[BaseRoute]:
-        return api.routes(self) if self.enabled else []
 
     async def start(self) -> None:
         if not self.enabled:
@@ -193,7 +190,7 @@ class ShortenerService:
             raise StorageError("the link store is not ready: its database has not answered yet")
 
     async def create(self, wanted: CreateRequest, owner: str | None) -> Link:
-        """Store a link under its alias or a generated code; AliasTaken, or StorageError when unavailable."""
+        """Store a link under its alias or a generated code; Conflict (alias_taken), or StorageError."""
         self._check_ready()
         now = time.time()
         if wanted.custom_alias is not None:
@@ -201,7 +198,9 @@ class ShortenerService:
             try:
                 await self.store.insert(link)
             except UniqueViolation:
-                raise api.AliasTaken(wanted.custom_alias) from None
+                # A deleted link's alias too: codes are never reused.
+                detail = f"the alias '{wanted.custom_alias}' is taken"
+                raise Conflict("alias_taken", detail, field="custom_alias") from None
             # The alias may have been looked up (and remembered as unknown) before it existed.
             await self.cache.forget(link.short_code)
             metrics.CREATED.labels("alias").inc()
@@ -239,7 +238,14 @@ class ShortenerService:
 
     def describe(self, link: Link, *, daily: list[Row] | None = None) -> dict[str, Any]:
         """The creation answer; with `daily`, the metadata answer (counts and state) too."""
-        body = api.describe_link(link, self.short_url(link.short_code))
+        body = {
+            "short_url": self.short_url(link.short_code),
+            "short_code": link.short_code,
+            "long_url": link.long_url,
+            "created_at": format_time(link.created_at),
+            "expires_at": format_optional(link.expires_at),
+            "max_visits": link.max_visits,
+        }
         if daily is None:
             return body
         now = time.time()

@@ -6,8 +6,10 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from urllib.parse import quote, urlsplit, urlunsplit
+
+from gateway.exceptions import InvalidField
+from gateway.timestamps import parse_time
 
 MAX_URL_LENGTH = 2048
 ALIAS = re.compile(r"[A-Za-z0-9_-]{3,64}")
@@ -24,15 +26,6 @@ _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _FIELDS = frozenset({"long_url", "custom_alias", "expires_at", "max_visits"})
 _SAFE = "!#$%&'()*+,-./:;=?@[]~_"
 _MAX_VISITS = 2**63 - 1
-
-
-class InvalidField(ValueError):
-    """A creation request field broke a rule; `field` names it for the 400 body."""
-
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(detail)
-        self.field = field
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,15 +144,7 @@ def check_alias(value: object, reserved: frozenset[str]) -> str:
 
 
 def parse_expiry(value: object, now: float) -> float:
-    if not isinstance(value, str):
-        raise InvalidField("expires_at", "expires_at must be an RFC 3339 date-time string")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidField("expires_at", f"expires_at is not an RFC 3339 date-time: {value!r}") from None
-    if moment.tzinfo is None or "T" not in value.upper():
-        raise InvalidField("expires_at", "expires_at needs a date, a time and an offset (e.g. 2030-01-01T00:00:00Z)")
-    expires_at = moment.timestamp()
+    expires_at = parse_time("expires_at", value)
     if expires_at <= now:
         raise InvalidField("expires_at", "expires_at must be in the future")
     return expires_at

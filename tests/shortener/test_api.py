@@ -20,7 +20,7 @@ async def test_create_answers_201_with_the_link(backend: Backend) -> None:
         assert len(code) == 7 and set(code) <= set(ALPHABET)
         assert body["short_url"] == f"{PUBLIC_URL}/{code}"
         assert body["long_url"] == "https://example.com/x?y=1"
-        assert body["expires_at"] == "2099-06-01T10:00:00Z"
+        assert body["expires_at"] == "2099-06-01T10:00:00.000Z"
         assert body["max_visits"] == 10
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", body["created_at"])
         assert response.headers["location"] == f"/api/v1/urls/{code}"

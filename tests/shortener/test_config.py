@@ -79,7 +79,7 @@ def test_auto_turns_the_shortener_off_behind_a_catch_all_route(tmp_path: Path) -
     off = create_app(behind).runtime
     assert off.shortener.enabled is False
     assert off.shortener.redirect is None
-    assert not off.shortener.routes()
+    assert "/api/v1/urls" not in {getattr(route, "path", None) for route in off.own.routes}
     on = create_app(parse_settings(database)).runtime
     assert on.shortener.enabled is True
     assert on.shortener.redirect is not None

@@ -5,7 +5,8 @@ from typing import Any
 
 import pytest
 
-from gateway.shortener.validation import InvalidField, UrlRules, parse_create, reserved_segments
+from gateway.exceptions import InvalidField
+from gateway.shortener.validation import UrlRules, parse_create, reserved_segments
 from tests.shortener.conftest import Backend, running
 
 RULES = UrlRules(
