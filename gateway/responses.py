@@ -16,8 +16,14 @@ from gateway.exceptions import GatewayError, InvalidRequest, MethodNotAllowed, N
 JSON = b"application/json"
 
 
-async def send_json(send: Send, status: int, body: Any, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-    payload = json.dumps(body, separators=(",", ":")).encode()
+def error_body(error: str, detail: str, request_id: str | None, **extra: Any) -> bytes:
+    """The one error body: {"error", "detail", "request_id", ...context}."""
+    return json.dumps(
+        {"error": error, "detail": detail, "request_id": request_id, **extra}, separators=(",", ":")
+    ).encode()
+
+
+async def send_body(send: Send, status: int, payload: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -26,6 +32,10 @@ async def send_json(send: Send, status: int, body: Any, headers: Sequence[tuple[
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+async def send_json(send: Send, status: int, body: Any, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    await send_body(send, status, json.dumps(body, separators=(",", ":")).encode(), headers)
 
 
 async def send_error(
@@ -37,7 +47,7 @@ async def send_error(
     headers: Sequence[tuple[bytes, bytes]] = (),
     **extra: Any,
 ) -> None:
-    await send_json(send, status, {"error": error, "detail": detail, "request_id": request_id, **extra}, headers)
+    await send_body(send, status, error_body(error, detail, request_id, **extra), headers)
 
 
 def error_parts(exc: GatewayError) -> tuple[dict[str, Any], list[tuple[bytes, bytes]]]:
@@ -67,8 +77,7 @@ class ErrorResponse(Response):
 
     def __init__(self, exc: GatewayError, request_id: str | None) -> None:
         fields, headers = error_parts(exc)
-        body = {"error": exc.error, "detail": str(exc), "request_id": request_id, **fields}
-        super().__init__(json.dumps(body, separators=(",", ":")), exc.status)
+        super().__init__(error_body(exc.error, str(exc), request_id, **fields), exc.status)
         self.raw_headers.extend(headers)
 
 

@@ -17,7 +17,6 @@ Every refusal is the gateway's JSON error body, closes the connection, is counte
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -29,6 +28,7 @@ from gateway import metrics
 from gateway.config.models import EdgeLimits, ServerSettings
 from gateway.observe import log_access
 from gateway.proxy.headers import request_id_from
+from gateway.responses import error_body
 
 if TYPE_CHECKING:
     from uvicorn.config import Config
@@ -260,7 +260,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             return
         error, phrase = _REASONS[status]
         request_id = request_id_from(())
-        body = json.dumps({"error": error, "detail": detail, "request_id": request_id}).encode()
+        body = error_body(error, detail, request_id)
         extra = b"retry-after: 1\r\n" if status == 429 else b""
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nx-request-id: %s\r\n"
