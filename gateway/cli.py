@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway import __version__
 from gateway.exceptions import ConfigError
+from gateway.version import __version__
 
 if TYPE_CHECKING:
     from gateway.config import Settings

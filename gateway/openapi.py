@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from gateway import __version__
+from gateway.version import __version__
 
 OPENAPI_PATH = "/openapi.json"
 DOCS_PATH = "/docs"

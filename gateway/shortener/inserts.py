@@ -9,32 +9,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Generic, TypeVar
 
 from gateway.engines.database import UniqueViolation
 from gateway.exceptions import StorageError
 
-if TYPE_CHECKING:
-    from gateway.shortener.store import Link
+#: A row to insert (a Link): the batcher only carries it to the writers.
+Row = TypeVar("Row")
 
 #: Links per statement: 7 parameters each stays under SQLite's 999-variable floor.
 MAX_BATCH = 100
 
-_Pending = tuple["Link", asyncio.Future[None]]
-
-
-class InsertBatcher:
+class InsertBatcher(Generic[Row]):
     def __init__(
         self,
-        write_many: Callable[[Sequence[Link]], Awaitable[None]],
-        write_one: Callable[[Link], Awaitable[None]],
+        write_many: Callable[[Sequence[Row]], Awaitable[None]],
+        write_one: Callable[[Row], Awaitable[None]],
     ) -> None:
         self._write_many = write_many
         self._write_one = write_one
-        self._queue: list[_Pending] = []
+        self._queue: list[tuple[Row, asyncio.Future[None]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
-    async def insert(self, link: Link) -> None:
+    async def insert(self, link: Row) -> None:
         """Store `link`; raises UniqueViolation when its code is taken, StorageError when the database fails."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -59,7 +56,7 @@ class InsertBatcher:
         finally:
             self._drainer = None
 
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, batch: list[tuple[Row, asyncio.Future[None]]]) -> None:
         try:
             if len(batch) == 1:
                 await self._write_one(batch[0][0])
