@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Literal, ParamSpec, TypeVar
+from types import TracebackType
+from typing import Literal, ParamSpec, TypeAlias, TypeVar
 
 from gateway.exceptions import CircuitOpen
 
@@ -17,6 +19,8 @@ HALF_OPEN: State = "half_open"
 
 P = ParamSpec("P")
 T = TypeVar("T")
+#: Which exceptions are of a kind: a tuple of types, or a predicate.
+Classifier: TypeAlias = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 
 
 class CircuitBreaker:
@@ -111,21 +115,26 @@ class CircuitBreaker:
         """Forget a probe whose outcome says nothing about the dependency (its caller was cancelled)."""
         self._probe_started = None
 
-    async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Await `fn(*args, **kwargs)` through the breaker; raises `CircuitOpen` without calling it while open."""
+    def admit(self) -> bool:
+        """`allow()` or raise `CircuitOpen`; True when this call took the half-open probe slot (so it must release
+        it if it ends without an outcome)."""
         if not self.allow():
             raise CircuitOpen(self.name, self.retry_after())
-        started = self._clock()
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception:
-            self.record_failure()
-            raise
-        except BaseException:
-            self.release()
-            raise
-        self.record_success(self._clock() - started)
-        return result
+        return self.state != CLOSED
+
+    def guard(self, *, failure: Classifier = (Exception,), answer: Classifier = ()) -> Guard:
+        """The one way to run a call through the breaker: `async with breaker.guard(...): await dependency()`.
+
+        Refuses with `CircuitOpen` on entry; on exit records a success (with its duration, for `slow_call_s`),
+        a success for an `answer` exception (the dependency answered: a unique violation, a permanent rejection),
+        a failure for a `failure` exception, and for cancellation or any other exception releases the probe slot.
+        """
+        return Guard(self, failure, answer)
+
+    async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await `fn(*args, **kwargs)` through `guard()`: every exception is a failure, cancellation is not."""
+        async with self.guard():
+            return await fn(*args, **kwargs)
 
     def _open(self, now: float) -> None:
         # Jitter spreads the probes of many replicas that all saw the same outage.
@@ -138,3 +147,38 @@ class CircuitBreaker:
         old, self.state = self.state, new
         if self.on_change is not None and old != new:
             self.on_change(self.name, old, new)
+
+
+def _is(kind: Classifier, exc: BaseException) -> bool:
+    return isinstance(exc, kind) if isinstance(kind, tuple) else kind(exc)
+
+
+class Guard:
+    """One call's bookkeeping on a breaker; see `CircuitBreaker.guard`. Used once."""
+
+    __slots__ = ("_breaker", "_failure", "_answer", "_probing", "_started")
+
+    def __init__(self, breaker: CircuitBreaker, failure: Classifier, answer: Classifier) -> None:
+        self._breaker = breaker
+        self._failure = failure
+        self._answer = answer
+        self._probing = False
+        self._started = 0.0
+
+    async def __aenter__(self) -> None:
+        breaker = self._breaker
+        self._probing = breaker.admit()
+        self._started = breaker._clock()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        breaker = self._breaker
+        if exc is None or (not isinstance(exc, asyncio.CancelledError) and _is(self._answer, exc)):
+            breaker.record_success(breaker._clock() - self._started)
+        elif not isinstance(exc, asyncio.CancelledError) and _is(self._failure, exc):
+            breaker.record_failure()
+        elif self._probing:
+            # Cancelled, or failed in a way that says nothing about the dependency: no outcome. Only a probe
+            # releases, so a call let through while closed cannot free the slot of a later probe.
+            breaker.release()

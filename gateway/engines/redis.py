@@ -252,13 +252,12 @@ class RedisEngine:
         return len(self._queue)
 
     async def eval(self, script: Script, keys: Sequence[str | bytes], args: Sequence[int | float | str | bytes]) -> Any:
+        # Not breaker.guard(): the outcome is the round trip's, recorded once per pipeline by _round_trip.
         breaker = self.breaker
-        probing = False
-        if breaker is not None:
-            if not breaker.allow():
-                raise CircuitOpen(breaker.name, breaker.retry_after())
-            probing = breaker.state != "closed"
+        probing = breaker.admit() if breaker is not None else False
         if len(self._queue) >= self.max_queue:
+            if probing and breaker is not None:
+                breaker.release()  # shed before it was sent: it says nothing about Redis
             metrics.ENGINE_OVERLOADED.inc()
             raise EngineOverloaded(f"{len(self._queue)} calls already wait for redis (engine.redis.max_queue)")
         loop = asyncio.get_running_loop()
@@ -344,7 +343,7 @@ class RedisEngine:
         if failed:
             breaker.record_failure()
         else:
-            breaker.record_success()
+            breaker.record_success()  # no duration: slowness was judged on the wire, and is in `failed`
 
     @staticmethod
     def _deliver_failure(batch: list[_Call], failure: _NodeFailure, deadline_s: float) -> None:

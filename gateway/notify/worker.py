@@ -60,6 +60,9 @@ class DestinationBreakers:
                 failures=template.failures,
                 window_s=template.window_s,
                 cooldown_s=template.cooldown_s,
+                slow_call_s=template.slow_call_s,
+                jitter=template.jitter,
+                probe_timeout_s=template.probe_timeout_s,
                 on_change=_count_destination_open,
             )
             self._breakers[key] = breaker
@@ -165,14 +168,15 @@ class WorkerPool:
                 await self.queue.ack(received)
                 return
             breaker = self.breakers[job.channel]
-            if not breaker.allow():
+            # Only a look: the probe slot is taken by the send itself, so a claim or a message that fails
+            # first has no slot to give back.
+            if breaker.is_open():
                 metrics.DELIVERIES.labels(job.channel, "deferred").inc()
                 await self.queue.retry(received, max(breaker.retry_after(), self.workers.poll_interval))
                 return
             now = self._clock()
             claim = await self.store.claim(job, now=now, lease_s=self.workers.lease)
             if claim is None:
-                breaker.release()
                 await self._unclaimable(received, now)
                 return
             await self._send(received, claim, breaker)
@@ -196,37 +200,30 @@ class WorkerPool:
         try:
             message = await self._message(job, claim)
             destination = channel.destination(message)
-        except asyncio.CancelledError:
-            breaker.release()
-            raise
         except Exception as exc:
             # This message cannot be built (or has nowhere to go): its own failure, never the channel's.
-            breaker.release()
             await self._dead_letter(received, claim, f"permanent: {public_error(exc)}")
             return
         if destination is not None:
             # The user's own endpoint: this send says nothing about the channel's shared provider.
-            breaker.release()
             breaker = self.destinations.get(job.channel, destination)
-            if not breaker.allow():
+        attempted = False
+        try:
+            # The provider answering "never" (PermanentError) is the channel working; this message cannot.
+            async with breaker.guard(answer=(PermanentError,)):
+                attempted = True
+                metrics.ATTEMPTS.labels(job.channel).inc()
+                async with asyncio.timeout(self.workers.lease / 2):
+                    result = await channel.send(message)
+        except PermanentError as exc:
+            await self._dead_letter(received, claim, f"permanent: {public_error(exc)}")
+            return
+        except Exception as exc:
+            if not attempted:  # the guard refused (CircuitOpen): the claim goes back untried
                 await self.store.release(job, claim, now=self._clock())
                 await self.queue.retry(received, max(breaker.retry_after(), self.workers.poll_interval))
                 metrics.DELIVERIES.labels(job.channel, "deferred").inc()
                 return
-        metrics.ATTEMPTS.labels(job.channel).inc()
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(self.workers.lease / 2):
-                result = await channel.send(message)
-        except asyncio.CancelledError:
-            breaker.release()
-            raise
-        except PermanentError as exc:
-            breaker.record_success()  # the provider answered: the channel works, this message cannot
-            await self._dead_letter(received, claim, f"permanent: {public_error(exc)}")
-            return
-        except Exception as exc:
-            breaker.record_failure()
             error = public_error(exc)
             if claim.attempts >= self.settings.retries.max_attempts:
                 await self._dead_letter(received, claim, error)
@@ -236,7 +233,6 @@ class WorkerPool:
             await self.queue.retry(received, backoff(claim.attempts, retries.base_delay, retries.max_delay))
             metrics.DELIVERIES.labels(job.channel, "retry").inc()
             return
-        breaker.record_success(time.monotonic() - started)
         status = "delivered" if result.delivered else "sent"
         await self.store.finish(job, claim, status, now=self._clock(), provider_id=result.provider_id)
         await self.queue.ack(received)

@@ -7,12 +7,13 @@ Each has a deadline, reports to the same breaker as the scripts, and fails as St
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from gateway.breaker import CircuitBreaker
 from gateway.engines.redis import RedisClient
-from gateway.exceptions import CircuitOpen, StorageError
+from gateway.exceptions import StorageError
 
 T = TypeVar("T")
 DEFAULT_DEADLINE_S = 2.0
@@ -25,20 +26,10 @@ class RedisGuard:
         self.deadline_s = deadline_s
 
     async def call(self, operation: Callable[[RedisClient], Awaitable[T]], deadline_s: float | None = None) -> T:
-        breaker = self.breaker
-        if breaker is not None and not breaker.allow():
-            raise CircuitOpen(breaker.name, breaker.retry_after())
-        try:
-            async with asyncio.timeout(deadline_s or self.deadline_s):
-                result = await operation(self.client)
-        except Exception as exc:
-            if breaker is not None:
-                breaker.record_failure()
-            raise StorageError(f"redis: {exc or type(exc).__name__}") from exc
-        except BaseException:
-            if breaker is not None:
-                breaker.release()
-            raise
-        if breaker is not None:
-            breaker.record_success()
-        return result
+        guard = self.breaker.guard() if self.breaker is not None else contextlib.nullcontext()
+        async with guard:
+            try:
+                async with asyncio.timeout(deadline_s or self.deadline_s):
+                    return await operation(self.client)
+            except Exception as exc:
+                raise StorageError(f"redis: {exc or type(exc).__name__}") from exc

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from gateway.breaker import CircuitBreaker
 from gateway.engines.database import Connection, Database, Migration, Row, UniqueViolation
-from gateway.exceptions import CircuitOpen, StorageError
+from gateway.exceptions import StorageError
 from gateway.shortener.inserts import InsertBatcher
 
 T = TypeVar("T")
@@ -111,29 +111,16 @@ class UrlStore:
         self._inserts = InsertBatcher(self._insert_many, self._insert_one)
 
     async def _guarded(self, operation: Callable[[], Awaitable[T]], deadline_s: float | None = None) -> T:
-        breaker = self.breaker
-        if not breaker.allow():
-            raise CircuitOpen(breaker.name, breaker.retry_after())
         # SQLite is a local file with a deadline per statement already; cancelling one of its transactions
         # between BEGIN and the first statement would leave the shared connection inside that transaction.
         deadline = None if self.database.dialect == "sqlite" else (deadline_s or self.deadline_s)
-        try:
-            async with asyncio.timeout(deadline):
-                result = await operation()
-        except UniqueViolation:
-            breaker.record_success()
-            raise
-        except TimeoutError as exc:
-            breaker.record_failure()
-            raise StorageError(f"the database did not answer within {deadline or self.deadline_s:g}s") from exc
-        except StorageError:
-            breaker.record_failure()
-            raise
-        except BaseException:
-            breaker.release()
-            raise
-        breaker.record_success()
-        return result
+        # A unique violation is the database answering; anything but a StorageError is the caller's own.
+        async with self.breaker.guard(failure=(StorageError,), answer=(UniqueViolation,)):
+            try:
+                async with asyncio.timeout(deadline):
+                    return await operation()
+            except TimeoutError as exc:
+                raise StorageError(f"the database did not answer within {deadline or self.deadline_s:g}s") from exc
 
     async def migrate(self) -> None:
         await self._guarded(lambda: self.database.migrate(MIGRATIONS), deadline_s=30.0)
