@@ -17,14 +17,9 @@ from gateway.timestamps import parse_time
 if TYPE_CHECKING:
     from gateway.notify.channel import Channel
 
-Status = Literal[
-    "scheduled", "queued", "digest", "sending", "retrying", "sent", "delivered", "opened", "failed", "skipped"
-]
 JobKind = Literal["send", "digest", "attach"]
 #: Not yet handed to the channel.
 PENDING: frozenset[str] = frozenset({"scheduled", "queued", "digest", "sending", "retrying"})
-#: Done with: a redelivered job for one of these is acknowledged without sending.
-FINISHED: frozenset[str] = frozenset({"sent", "delivered", "opened", "failed", "skipped"})
 PRIORITIES: tuple[str, ...] = get_args(Priority)
 # Matched with fullmatch: `$` would also match before a trailing newline. Local part and domain as RFC 5321
 # allows them in practice (no quoted local parts), at most 254 characters in all.

@@ -71,9 +71,6 @@ class Templates:
                 )
         self.ids = frozenset(templates)
 
-    def has(self, template_id: str, channel: str) -> bool:
-        return (template_id, channel) in self._compiled or (template_id, DEFAULT_TEMPLATE_PART) in self._compiled
-
     def render(
         self, template_id: str, channel: str, data: Mapping[str, Any], needs: frozenset[str] = frozenset()
     ) -> Content:

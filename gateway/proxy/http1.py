@@ -307,15 +307,6 @@ class ConnectionPool:
         self.connect_timeout = connect_timeout
         self._idle: deque[_Connection] = deque()
         self._slots = asyncio.Semaphore(max_connections)
-        self._open: set[_Connection] = set()
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._open)
-
-    @property
-    def idle_connections(self) -> int:
-        return len(self._idle)
 
     def close_idle(self) -> None:
         while self._idle:
@@ -334,11 +325,9 @@ class ConnectionPool:
                 )
         except (OSError, TimeoutError) as exc:
             raise ConnectError(f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}") from exc
-        self._open.add(connection)
         return connection
 
     def _forget(self, connection: _Connection) -> None:
-        self._open.discard(connection)
         try:
             self._idle.remove(connection)
         except ValueError:

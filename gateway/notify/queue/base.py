@@ -60,6 +60,3 @@ class Queue(ABC):
     def wake(self, channels: Iterable[str]) -> None:
         """New messages were committed for `channels`: wake local receivers now rather than at their next poll."""
         return None
-
-    async def aclose(self) -> None:
-        return None
