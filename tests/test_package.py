@@ -5,6 +5,7 @@ are these same commands (docker itself does not run on this machine)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,8 +26,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """(the wheel, the bin directory of a fresh venv it is installed in)."""
     tmp = tmp_path_factory.mktemp("package")
+    # Built from a clean copy: setuptools keeps a build/ directory beside the sources, and files left in it by an
+    # earlier build (a module since removed) would ship in the wheel; nor should a test write into the checkout.
+    source = tmp / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(".git", ".venv", "build", "var", "*.egg-info", ".*_cache", "__pycache__"),
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(tmp / "dist"), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(tmp / "dist"), str(source)],
         check=True,
         timeout=300,
     )

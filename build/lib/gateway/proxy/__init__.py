@@ -1,1 +1,0 @@
-"""The streaming reverse proxy: upstream pools, header hygiene, HTTP and WebSocket forwarding."""

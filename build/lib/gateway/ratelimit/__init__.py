@@ -1,1 +1,0 @@
-"""Rate limiting: windows, the sliding-window limiter and its response headers."""
