@@ -40,8 +40,6 @@ def lua_runtime_module(choice: str | None = None) -> ModuleType:
     return importlib.import_module("lupa.lua51")
 
 
-lua = lua_runtime_module()
-
 # Every SWEEP_EVERY calls, look at up to SWEEP_BATCH keys that carry a TTL and drop the expired ones: amortised,
 # about 4 keys a call, which outpaces the 2 keys a sliding-window decision can create.
 SWEEP_EVERY = 32
@@ -95,7 +93,8 @@ class EmbeddedEngine:
 
     def __init__(self, *, clock: Callable[[], float] = time.time, runtime: str | None = None) -> None:
         self._clock = clock
-        module = lua_runtime_module(runtime) if runtime else lua
+        # Chosen here, not at import: the environment read is the one of the process that builds the engine.
+        module = lua_runtime_module(runtime)
         #: "luajit21" or "lua51": which Lua runs the scripts.
         self.runtime = module.__name__.rsplit(".", 1)[-1]
         self._lua = module.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
