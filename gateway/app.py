@@ -13,13 +13,14 @@ from pathlib import Path
 from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
-from gateway.config import Settings, load_settings
+from gateway.config import Settings
 from gateway.config.models import EdgeLimits
 from gateway.engines.state import Engines
 from gateway.events import EventBus
 from gateway.exceptions import ConfigError
 from gateway.runtime import Runtime
 from gateway.server import PeerConnections
+from gateway.settings import load_settings
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 

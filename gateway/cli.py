@@ -54,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_config(path: str) -> int:
-    from gateway.config import load_settings
     from gateway.engines.scripts import check_scripts
+    from gateway.settings import load_settings
 
     try:
         load_settings(path)
@@ -75,7 +75,7 @@ def check_config(path: str) -> int:
 
 def _settings(path: str | None) -> Settings | None:
     """The settings at `path` (built-in defaults without one), or None after printing every error."""
-    from gateway.config import Settings, load_settings
+    from gateway.settings import Settings, load_settings
 
     try:
         return load_settings(path) if path else Settings()

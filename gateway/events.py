@@ -1,50 +1,133 @@
 """Typed gateway events and the bus that carries them to subscribers (the hook pipeline).
 
+Each event type is a frozen dataclass whose fields are its payload: what a hook's `when` filters on and what its
+template reads. Every event also has an `id` and the time it was emitted (`emitted_at`), which are not payload.
 Emitting never blocks and never raises: events go into a bounded buffer that a background task drains.
 When the buffer is full the oldest event is dropped and counted; a request is never slowed by its events.
+
+This module is imported by the configuration (to check hooks' `on:` and `when:`), so it registers no metrics
+itself: the bus takes its counters from gateway.metrics when it is built.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar
 
-from prometheus_client import Counter
-
-EventType = Literal[
-    "ratelimit.exceeded",
-    "url.created",
-    "url.clicked",
-    "upstream.error",
-    "circuit.opened",
-    "circuit.closed",
-]
-EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 DEFAULT_BUFFER = 10_000
-
-EVENTS = Counter("gateway_events", "Events emitted, by type.", ["type"])
-EVENTS_DROPPED = Counter("gateway_events_dropped", "Events dropped because the bus buffer was full.", ["type"])
 logger = logging.getLogger("gateway.events")
-
-Subscriber = Callable[["Event"], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    type: str
-    data: Mapping[str, Any]
-    at: float = field(default_factory=time.time)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """The base of every event type; a subclass names its `type` and declares its payload fields."""
+
+    type: ClassVar[str]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex, kw_only=True)
+    emitted_at: float = field(default_factory=time.time, kw_only=True)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The payload: every field but `id` and `emitted_at`, by name."""
+        return {name: getattr(self, name) for name in payload_fields(type(self))}
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitExceeded(Event):
+    """A request was refused by a rate-limit rule (not in shadow mode)."""
+
+    type: ClassVar[str] = "ratelimit.exceeded"
+    user_id: str
+    identity_kind: str
+    tier: str
+    rule: str
+    path: str
+    #: The limit and name ("1m") of the tightest window.
+    limit: int
+    window: str
+    retry_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFailed(Event):
+    """An upstream exchange failed: `kind` is "timeout" or "protocol"."""
+
+    type: ClassVar[str] = "upstream.error"
+    upstream: str
+    route: str
+    kind: str
+    target: str | None
+    detail: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UrlCreated(Event):
+    type: ClassVar[str] = "url.created"
+    short_code: str
+    short_url: str
+    long_url: str
+    owner: str | None
+    custom_alias: bool
+    expires_at: float | None
+    max_visits: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class UrlClicked(Event):
+    """`count` redirects to one code with one referrer and agent class, the first of them at `at`."""
+
+    type: ClassVar[str] = "url.clicked"
+    short_code: str
+    at: float
+    referrer: str | None
+    agent: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitOpened(Event):
+    type: ClassVar[str] = "circuit.opened"
+    breaker: str
+    previous: str
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitClosed(Event):
+    type: ClassVar[str] = "circuit.closed"
+    breaker: str
+    previous: str
+
+
+EVENT_CLASSES: dict[str, type[Event]] = {
+    cls.type: cls for cls in (RateLimitExceeded, UrlCreated, UrlClicked, UpstreamFailed, CircuitOpened, CircuitClosed)
+}
+EVENT_TYPES: tuple[str, ...] = tuple(EVENT_CLASSES)
+_ENVELOPE = frozenset(f.name for f in dataclasses.fields(Event))
+
+
+def payload_fields(cls: type[Event]) -> tuple[str, ...]:
+    """The payload field names of an event type, in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in _ENVELOPE)
+
+
+Subscriber = Callable[[Event], Awaitable[None]]
 
 
 class EventBus:
     def __init__(self, buffer: int = DEFAULT_BUFFER) -> None:
+        # Here, not at import: the configuration imports this module before `gateway run` sets up metrics.
+        from gateway import metrics
+
+        self._emitted = metrics.EVENTS
+        self._dropped = metrics.EVENTS_DROPPED
         self._pending: deque[Event] = deque()
         self._buffer = buffer
         self._subscribers: list[Subscriber] = []
@@ -59,14 +142,14 @@ class EventBus:
         if subscriber in self._subscribers:
             self._subscribers.remove(subscriber)
 
-    def emit(self, type: str, **data: Any) -> None:
-        EVENTS.labels(type).inc()
+    def emit(self, event: Event) -> None:
+        self._emitted.labels(event.type).inc()
         if not self._subscribers:
             return
         if len(self._pending) >= self._buffer:
             dropped = self._pending.popleft()
-            EVENTS_DROPPED.labels(dropped.type).inc()
-        self._pending.append(Event(type, data))
+            self._dropped.labels(dropped.type).inc()
+        self._pending.append(event)
         if self._wakeup is not None:
             self._wakeup.set()
 

@@ -66,6 +66,8 @@ REDIS_ROUND_TRIP_SECONDS = Histogram(
 ENGINE_OVERLOADED = Counter(
     "gateway_engine_overloaded", "Redis engine calls shed because engine.redis.max_queue calls already waited."
 )
+EVENTS = Counter("gateway_events", "Events emitted, by type.", ["type"])
+EVENTS_DROPPED = Counter("gateway_events_dropped", "Events dropped because the bus buffer was full.", ["type"])
 BREAKER_STATE = Gauge(
     "gateway_breaker_state",
     "Circuit breaker state: 0 closed, 1 half-open, 2 open.",

@@ -23,8 +23,9 @@ import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
-from gateway.config import Settings, parse_settings
+from gateway.config import Settings
 from gateway.server import server_options
+from gateway.settings import parse_settings
 from tests.services import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent

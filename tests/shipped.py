@@ -7,7 +7,8 @@ import base64
 import secrets
 from pathlib import Path
 
-from gateway.config import Settings, load_settings
+from gateway.config import Settings
+from gateway.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = ROOT / "config" / "gateway.yaml"

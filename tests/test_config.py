@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import parse_settings
 from gateway.config.units import parse_duration, parse_size
 from gateway.exceptions import ConfigError
+from gateway.settings import parse_settings
 from tests.shipped import shipped_settings
 
 ROOT = Path(__file__).resolve().parent.parent

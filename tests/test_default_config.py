@@ -11,7 +11,7 @@ import pytest
 
 from examples.receiver import create_app as receiver_app
 from examples.upstream import app as upstream_app
-from gateway.config import load_settings
+from gateway.settings import load_settings
 from tests.notify.peers import serve_asgi
 from tests.proxy_fixtures import serve_gateway
 from tests.shipped import SHIPPED_CONFIG, dev_environ

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.config import parse_settings
 from gateway.exceptions import Conflict
 from gateway.notify.api import answer
 from gateway.responses import ErrorResponse
+from gateway.settings import parse_settings
 from tests.notify.harness import ADMIN_KEY, TEMPLATES
 
 USER_KEY = "user-key-0001"

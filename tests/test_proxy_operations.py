@@ -264,7 +264,7 @@ async def test_a_request_still_running_when_the_drain_ends_gets_a_json_503(
 
 async def test_readiness_answers_503_once_the_drain_begins() -> None:
     from gateway.app import create_app
-    from gateway.config import parse_settings
+    from gateway.settings import parse_settings
 
     app = create_app(parse_settings("server: {access_log: false}\nengine: {database: {url: 'sqlite:///:memory:'}}"))
     await app.startup()

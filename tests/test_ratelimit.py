@@ -16,12 +16,12 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from gateway.app import Gateway, create_app
-from gateway.config import parse_settings
 from gateway.config.ratelimit import RateLimitSettings, RuleSettings
 from gateway.engines.embedded import EmbeddedEngine
 from gateway.events import Event
 from gateway.ratelimit.middleware import RateLimitMiddleware
 from gateway.ratelimit.service import RateLimitService
+from gateway.settings import parse_settings
 from tests import services
 from tests.proxy_fixtures import UpstreamServer, metric
 

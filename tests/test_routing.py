@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import parse_settings
 from gateway.routing import Router, request_host
+from gateway.settings import parse_settings
 
 ROUTES = """\
 upstreams:

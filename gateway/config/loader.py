@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,8 @@ from gateway.config.models import Settings
 from gateway.config.source import Location, SourceError, read_yaml
 from gateway.exceptions import ConfigError
 
+#: A subsystem's own check of valid settings: (location, message) for each problem, reported with the file's.
+Check = Callable[[Settings], Iterable[tuple[Location, str]]]
 _PASSES = 8
 _MESSAGES = {
     "extra_forbidden": "unknown key",
@@ -20,7 +22,9 @@ _MESSAGES = {
 }
 
 
-def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | Path, environ: Mapping[str, str] | None = None, *, checks: Sequence[Check] = ()
+) -> Settings:
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -31,12 +35,19 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError([f"{path}:{line}: the file is not UTF-8 (byte 0x{raw[exc.start]:02x})"]) from None
-    return parse_settings(text, source=str(path), environ=environ)
+    return parse_settings(text, source=str(path), environ=environ, checks=checks)
 
 
-def parse_settings(text: str, *, source: str = "<config>", environ: Mapping[str, str] | None = None) -> Settings:
-    """Every problem of the file in one ConfigError, in line order: reading (tags, ${ENV}), schema, and the
-    cross-references between sections (checked on what of the file is valid, so they come with the others)."""
+def parse_settings(
+    text: str,
+    *,
+    source: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+    checks: Sequence[Check] = (),
+) -> Settings:
+    """Every problem of the file in one ConfigError, in line order: reading (tags, ${ENV}), schema, the
+    cross-references between sections, and `checks` (the subsystems' own: see gateway.settings), the last two
+    run on what of the file is valid, so their errors come with the others."""
     try:
         data, lines, problems = read_yaml(text, environ)
     except SourceError as exc:
@@ -54,7 +65,10 @@ def parse_settings(text: str, *, source: str = "<config>", environ: Mapping[str,
     if settings is not None:
         # A reference to something taken out for its own errors is not a second error.
         gone_names = {f"'{gone[-1]}'" for gone in removed.locations if isinstance(gone[-1], str)}
-        for location, message in settings.reference_errors():
+        checked = list(settings.reference_errors())
+        for check in checks:
+            checked.extend(check(settings))
+        for location, message in checked:
             location = removed.original(location)
             if any(name in message for name in gone_names):
                 continue

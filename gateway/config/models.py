@@ -247,6 +247,6 @@ class Settings(Model):
         for index, rule in enumerate(self.ratelimit.rules):
             for tier in rule.tiers or ():
                 check_tier(("ratelimit", "rules", index, "tier"), tier)
-        errors.extend(notification_errors(self.notifications, self.hooks, self.server))
+        errors.extend(notification_errors(self.notifications, self.hooks))
         errors.extend(shortener_errors(self.shortener, self.routes, self.server.public_url))
         return errors

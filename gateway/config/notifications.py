@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
@@ -12,10 +11,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gateway.config.base import Model
 from gateway.config.units import Duration, parse_duration
-from gateway.events import EVENT_TYPES
-
-if TYPE_CHECKING:
-    from gateway.config.models import ServerSettings
+from gateway.events import EVENT_CLASSES, EVENT_TYPES, payload_fields
 
 Priority = Literal["high", "normal", "low"]
 DEFAULT_TEMPLATE_PART = "default"
@@ -183,55 +179,55 @@ class HookSettings(Model):
         return value
 
 
-def notification_errors(
-    settings: NotificationSettings, hooks: tuple[HookSettings, ...], server: ServerSettings
-) -> list[tuple[Location, str]]:
-    """Cross-checks: channel plugins and their options, template parts per channel, hooks naming what exists."""
-    from gateway.notify.channel import PluginError, load_channel
-
+def notification_errors(settings: NotificationSettings, hooks: tuple[HookSettings, ...]) -> list[tuple[Location, str]]:
+    """Cross-references within the file: templates, default channels and hooks naming channels and templates that
+    exist, and hooks' `when` naming fields of their events. What the channel plugins make of their options and
+    which template parts they need is theirs to check (gateway.notify.checks)."""
     errors: list[tuple[Location, str]] = []
-    parts: dict[str, frozenset[str]] = {}
-    for name, channel in settings.channels.items():
-        try:
-            parts[name] = load_channel(name, channel, public_url=server.public_url).parts
-        except PluginError as exc:
-            errors.extend((("notifications", "channels", name, *loc), message) for loc, message in exc.problems)
     for template_id, template in settings.templates.items():
-        for key, part in template.items():
-            location: Location = ("notifications", "templates", template_id, key)
+        for key in template:
             if key != DEFAULT_TEMPLATE_PART and key not in settings.channels:
-                errors.append((location, f"unknown channel '{key}' (declared: {', '.join(settings.channels)})"))
-            for needed in sorted(parts.get(key, frozenset())):
-                if getattr(part, needed, None) is None:
-                    errors.append((location, f"channel '{key}' needs a '{needed}'"))
+                errors.append(
+                    (
+                        ("notifications", "templates", template_id, key),
+                        f"unknown channel '{key}' (declared: {', '.join(settings.channels)})",
+                    )
+                )
     for index, name in enumerate(settings.default_channels or ()):
         if name not in settings.channels:
             errors.append((("notifications", "default_channels", index), f"unknown channel '{name}'"))
     if settings.digest_template is not None and settings.digest_template not in settings.templates:
         errors.append((("notifications", "digest_template"), f"unknown template '{settings.digest_template}'"))
     for index, hook in enumerate(hooks):
-        errors.extend(_hook_errors(index, hook, settings, parts))
+        where: Location = ("hooks", index, "notify")
+        if hook.notify.template not in settings.templates:
+            errors.append(((*where, "template"), f"unknown template '{hook.notify.template}'"))
+        for position, channel in enumerate(hook.notify.channels):
+            if channel not in settings.channels:
+                errors.append(((*where, "channels", position), f"unknown channel '{channel}'"))
+        errors.extend(when_errors(index, hook))
     names = [hook.name for hook in hooks if hook.name]
     if len(names) != len(set(names)):
         errors.append((("hooks",), "hook names must be unique"))
     return errors
 
 
-def _hook_errors(
-    index: int, hook: HookSettings, settings: NotificationSettings, parts: Mapping[str, frozenset[str]]
-) -> list[tuple[Location, str]]:
+def when_errors(index: int, hook: HookSettings) -> list[tuple[Location, str]]:
+    """Each `when` key must be a payload field of every event type the hook is `on`: a field some of them lack
+    would be missing from those events, so the hook could never fire for them."""
     errors: list[tuple[Location, str]] = []
-    where: Location = ("hooks", index, "notify")
-    template: Mapping[str, TemplatePart] | None = settings.templates.get(hook.notify.template)
-    if template is None:
-        errors.append(((*where, "template"), f"unknown template '{hook.notify.template}'"))
-    for position, channel in enumerate(hook.notify.channels):
-        if channel not in settings.channels:
-            errors.append(((*where, "channels", position), f"unknown channel '{channel}'"))
-        elif template is not None:
-            part = template.get(channel) or template.get(DEFAULT_TEMPLATE_PART)
-            missing = [p for p in sorted(parts.get(channel, ())) if part is None or getattr(part, p, None) is None]
-            if missing:
-                detail = f"template '{hook.notify.template}' has no {'/'.join(missing)} for channel '{channel}'"
-                errors.append(((*where, "channels", position), detail))
+    fields = {event_type: payload_fields(EVENT_CLASSES[event_type]) for event_type in hook.on}
+    for key in hook.when:
+        lacking = [event_type for event_type, names in fields.items() if key not in names]
+        if not lacking:
+            continue
+        known = "; ".join(f"{event_type}: {', '.join(names)}" for event_type, names in fields.items())
+        if len(fields) == 1:
+            message = f"{lacking[0]} events have no field '{key}' (fields: {', '.join(fields[lacking[0]])})"
+        else:
+            message = (
+                f"'{key}' is not a field of {', '.join(lacking)}; a when field must be one of every event type "
+                f"in `on` ({known})"
+            )
+        errors.append((("hooks", index, "when", key), message))
     return errors

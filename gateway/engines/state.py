@@ -16,7 +16,7 @@ from gateway.engines.base import ScriptEngine
 from gateway.engines.database import Database
 from gateway.engines.embedded import EmbeddedEngine
 from gateway.engines.redis import RedisClient, RedisEngine, create_redis_client
-from gateway.events import EventBus
+from gateway.events import CircuitClosed, CircuitOpened, EventBus
 from gateway.health import ReadinessCheck
 
 logger = logging.getLogger("gateway")
@@ -30,10 +30,10 @@ def breaker_events(events: EventBus) -> Callable[[str, State, State], None]:
         metrics.BREAKER_STATE.labels(name).set(_STATE_VALUES[new])
         if new == "open":
             logger.warning("circuit breaker %s opened", name)
-            events.emit("circuit.opened", breaker=name, previous=old)
+            events.emit(CircuitOpened(breaker=name, previous=old))
         elif new == "closed":
             logger.info("circuit breaker %s closed", name)
-            events.emit("circuit.closed", breaker=name, previous=old)
+            events.emit(CircuitClosed(breaker=name, previous=old))
 
     return on_change
 

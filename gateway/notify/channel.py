@@ -22,7 +22,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -30,9 +30,6 @@ from pydantic import BaseModel, ValidationError
 from gateway.config.base import Model as Options
 from gateway.config.units import Duration
 from gateway.notify.destinations import DestinationError, PublicAddresses, networks, origin, redact_url, redact_urls
-
-if TYPE_CHECKING:
-    from gateway.config.notifications import ChannelSettings
 
 BUILTIN_PLUGINS = {
     "webhook": "gateway.plugins.webhook:WebhookChannel",
@@ -207,7 +204,17 @@ def parse_options(model: type[OptionsT], options: Mapping[str, Any]) -> OptionsT
         raise PluginError(problems) from None
 
 
-def load_channel(name: str, settings: ChannelSettings, *, public_url: str = "") -> Channel:
+class ChannelSpec(Protocol):
+    """What building a channel needs of its YAML settings (gateway.config.notifications.ChannelSettings)."""
+
+    @property
+    def plugin(self) -> str: ...
+
+    @property
+    def options(self) -> Mapping[str, Any]: ...
+
+
+def load_channel(name: str, settings: ChannelSpec, *, public_url: str = "") -> Channel:
     """Build the channel `name` from its YAML settings."""
     cls = plugin_class(settings.plugin)
     try:

@@ -12,7 +12,7 @@ import logging
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gateway.config.notifications import HookSettings, Throttle, parse_throttle
 from gateway.engines.base import ScriptEngine
@@ -23,12 +23,18 @@ from gateway.notify import metrics
 from gateway.notify.models import NotificationRequest
 from gateway.timestamps import format_time
 
-if TYPE_CHECKING:
-    from gateway.notify.service import NotificationService
-
 logger = logging.getLogger("gateway.notify")
 #: The pipeline subscribed to each bus: a reloaded configuration's hooks replace the old ones at once.
 _attached: weakref.WeakKeyDictionary[EventBus, HookPipeline] = weakref.WeakKeyDictionary()
+
+
+class Notifier(Protocol):
+    """What the pipeline needs of the notification service."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def create(self, request: NotificationRequest, *, created_by: str) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +73,7 @@ class HookPipeline:
     def __init__(
         self,
         hooks: Sequence[HookSettings],
-        service: NotificationService,
+        service: Notifier,
         scripts: ScriptEngine,
         local: ScriptEngine,
     ) -> None:
@@ -104,22 +110,27 @@ class HookPipeline:
             events.unsubscribe(self)
 
     async def __call__(self, event: Event) -> None:
-        for hook in self._by_type.get(event.type, ()):
-            if matches(hook.settings.when, event.data):
-                await self._fire(hook, event)
+        hooks = self._by_type.get(event.type)
+        if not hooks:
+            return
+        fields = event.data
+        for hook in hooks:
+            if matches(hook.settings.when, fields):
+                await self._fire(hook, event, fields)
 
-    async def _fire(self, hook: _Hook, event: Event) -> None:
+    async def _fire(self, hook: _Hook, event: Event, fields: Mapping[str, Any]) -> None:
         notify = hook.settings.notify
-        users = recipients(notify.users, event.data)
+        users = recipients(notify.users, fields)
         if not users or not self.service.ready:
             return
-        if hook.throttle is not None and not await self._allowed(hook, hook.throttle, event.data):
+        if hook.throttle is not None and not await self._allowed(hook, hook.throttle, fields):
             metrics.HOOKS.labels(hook.name, "throttled").inc()
             return
+        # The template data: the hook's own `data`, the event's payload fields, and `event` (type, id, time).
         data = {
             **notify.data,
-            **event.data,
-            "event": {"type": event.type, "id": event.id, "at": format_time(event.at)},
+            **fields,
+            "event": {"type": event.type, "id": event.id, "at": format_time(event.emitted_at)},
         }
         request = NotificationRequest(users, notify.template, notify.channels, data, notify.priority)
         try:

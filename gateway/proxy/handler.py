@@ -9,7 +9,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.client_ip import TrustedProxies
-from gateway.events import EventBus
+from gateway.events import EventBus, UpstreamFailed
 from gateway.exceptions import (
     BodyTooLarge,
     GatewayError,
@@ -251,13 +251,14 @@ class ProxyHandler:
         if self.events is not None:
             route: Route = scope["gateway.route"]
             self.events.emit(
-                "upstream.error",
-                upstream=upstream.name,
-                route=route.name,
-                kind=kind,
-                target=scope.get("gateway.upstream"),
-                detail=str(exc)[:200],
-                request_id=scope["gateway.request_id"],
+                UpstreamFailed(
+                    upstream=upstream.name,
+                    route=route.name,
+                    kind=kind,
+                    target=scope.get("gateway.upstream"),
+                    detail=str(exc)[:200],
+                    request_id=scope["gateway.request_id"],
+                )
             )
 
     def _request_body(

@@ -21,7 +21,7 @@ from gateway.breaker import CircuitBreaker
 from gateway.config.ratelimit import RateLimitSettings
 from gateway.engines.base import ScriptEngine
 from gateway.engines.embedded import EmbeddedEngine
-from gateway.events import EventBus
+from gateway.events import EventBus, RateLimitExceeded
 from gateway.exceptions import CircuitOpen, EngineOverloaded, StorageError
 from gateway.identity import Identity
 from gateway.ratelimit.limiter import Decision, SlidingWindowLimiter
@@ -172,15 +172,16 @@ class RateLimitService:
         if self.events is not None:
             tightest = decision.tightest
             self.events.emit(
-                "ratelimit.exceeded",
-                user_id=identity.user_id,
-                identity_kind=identity.kind,
-                tier=tier,
-                rule=rule.name,
-                path=path,
-                limit=tightest.limit,
-                window=tightest.window.name,
-                retry_after=decision.retry_after,
+                RateLimitExceeded(
+                    user_id=identity.user_id,
+                    identity_kind=identity.kind,
+                    tier=tier,
+                    rule=rule.name,
+                    path=path,
+                    limit=tightest.limit,
+                    window=tightest.window.name,
+                    retry_after=decision.retry_after,
+                )
             )
         return Verdict(rule, result, decision, retry_after=decision.retry_after)
 

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.engines.streams import ensure_group
-from gateway.events import EventBus
+from gateway.events import EventBus, UrlClicked
 from gateway.exceptions import StorageError
 from gateway.shortener import metrics
 from gateway.shortener.redisguard import RedisGuard
@@ -192,12 +192,13 @@ class ClickPipeline:
             return 0
         for click in clicks:
             self.events.emit(
-                "url.clicked",
-                short_code=click.short_code,
-                at=click.at,
-                referrer=click.referrer,
-                agent=click.agent,
-                count=click.count,
+                UrlClicked(
+                    short_code=click.short_code,
+                    at=click.at,
+                    referrer=click.referrer,
+                    agent=click.agent,
+                    count=click.count,
+                )
             )
         return len(clicks)
 

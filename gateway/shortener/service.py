@@ -20,7 +20,7 @@ from gateway.config.models import Settings
 from gateway.config.shortener import shortener_active
 from gateway.engines.database import Row, UniqueViolation
 from gateway.engines.state import Engines, breaker_events
-from gateway.events import EventBus
+from gateway.events import EventBus, UrlCreated
 from gateway.exceptions import Conflict, StorageError
 from gateway.openapi import DOCS_PATH, OPENAPI_PATH
 from gateway.shortener import metrics
@@ -218,14 +218,15 @@ class ShortenerService:
             metrics.CREATED.labels("generated").inc()
         self.cache.remember(link.short_code, Target(link.long_url, link.expires_at, link.max_visits))
         self.events.emit(
-            "url.created",
-            short_code=link.short_code,
-            short_url=self.short_url(link.short_code),
-            long_url=link.long_url,
-            owner=owner,
-            custom_alias=link.custom_alias,
-            expires_at=link.expires_at,
-            max_visits=link.max_visits,
+            UrlCreated(
+                short_code=link.short_code,
+                short_url=self.short_url(link.short_code),
+                long_url=link.long_url,
+                owner=owner,
+                custom_alias=link.custom_alias,
+                expires_at=link.expires_at,
+                max_visits=link.max_visits,
+            )
         )
         return link
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from gateway.config import Settings, parse_settings
+from gateway.config import Settings
+from gateway.settings import parse_settings
 from tests.proxy_fixtures import gateway_yaml, metric, scrape, serve_gateway, settings_for
 
 pytestmark = pytest.mark.faults

@@ -11,10 +11,11 @@ from typing import Any
 
 import httpx
 
-from gateway.config import Settings, parse_settings
+from gateway.config import Settings
 from gateway.notify.channel import Channel, Message, SendResult
 from gateway.notify.commands import notification_service
 from gateway.notify.service import NotificationService
+from gateway.settings import parse_settings
 from tests.proxy_fixtures import eventually
 
 API_KEY = "app-key-0001"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from gateway.config import parse_settings
 from gateway.exceptions import ConfigError
+from gateway.settings import parse_settings
 from tests.shipped import shipped_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,3 +104,47 @@ def test_plugins_and_their_options_are_checked_at_load() -> None:
     errors = errors_of(text)
     assert any(e.startswith("gw.yaml:3: notifications.channels.log.plugin: unknown plugin") for e in errors), errors
     assert any("notifications.channels.hook.secret" in e for e in errors), errors
+
+
+UNKNOWN_WHEN_FIELD = """\
+hooks:
+  - on: ratelimit.exceeded
+    when: {tierr: free}
+    notify: {users: [ops], template: plain, channels: [log]}
+"""
+
+
+def test_a_when_key_must_be_a_field_of_the_hooks_event() -> None:
+    assert errors_of(BASE + UNKNOWN_WHEN_FIELD) == [
+        "gw.yaml:12: hooks[0].when.tierr: ratelimit.exceeded events have no field 'tierr' "
+        "(fields: user_id, identity_kind, tier, rule, path, limit, window, retry_after)"
+    ]
+
+
+def test_a_when_key_must_be_a_field_of_every_event_the_hook_is_on() -> None:
+    hooks = """\
+hooks:
+  - on: [circuit.opened, circuit.closed]
+    when: {breaker: redis}
+    notify: {users: [ops], template: plain, channels: [log]}
+  - on: [url.created, url.clicked]
+    when: {short_code: abc, owner: alice}
+    notify: {users: [ops], template: plain, channels: [log]}
+"""
+    [error] = errors_of(BASE + hooks)
+    assert error.startswith("gw.yaml:15: hooks[1].when.owner: 'owner' is not a field of url.clicked;"), error
+
+
+def test_check_config_reports_an_unknown_when_field_and_bad_plugin_options_at_their_lines(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    bad_plugin = "log: {plugin: log}\n    noisy: {plugin: log, colour: red}"
+    path.write_text(BASE.replace("log: {plugin: log}", bad_plugin) + UNKNOWN_WHEN_FIELD)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", str(path)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{path}:4: notifications.channels.noisy.colour: unknown key",
+        f"{path}:13: hooks[0].when.tierr: ratelimit.exceeded events have no field 'tierr' "
+        "(fields: user_id, identity_kind, tier, rule, path, limit, window, retry_after)",
+    ]

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from gateway.app import create_app
 from gateway.config.notifications import parse_throttle
-from gateway.notify.hooks import matches, recipients
+from gateway.engines.embedded import EmbeddedEngine
+from gateway.events import RateLimitExceeded, UrlClicked, UrlCreated, payload_fields
+from gateway.notify.hooks import HookPipeline, matches, recipients
 from gateway.notify.models import NotificationRequest
+from gateway.timestamps import format_time
 from tests.notify.harness import bare_service, gateway_yaml, settings, webhook_channel
 from tests.notify.peers import webhook_receiver
 from tests.proxy_fixtures import eventually, metric, serve_gateway
@@ -124,17 +128,98 @@ async def test_a_reloaded_configuration_replaces_the_hooks_rather_than_doubling_
     path = tmp_path / "gateway.yaml"
     path.write_text(text)
     gateway = create_app(config_path=path)
-    event = {"user_id": "u1", "tier": "free", "rule": "api", "path": "/x"}
     await gateway.startup()
     try:
         database = gateway.engines.database
-        gateway.events.emit("ratelimit.exceeded", **event)
+        gateway.events.emit(refusal())
         await gateway.events.flush()
         path.write_text(text.replace("channels: [log]}}", "channels: [log], priority: low}}"))
         assert await gateway.reload()
-        gateway.events.emit("ratelimit.exceeded", **event)
+        gateway.events.emit(refusal())
         await gateway.events.flush()
         rows = await database.fetch("SELECT priority FROM notify_notifications ORDER BY created_at")
     finally:
         await gateway.shutdown()
     assert [row["priority"] for row in rows] == ["normal", "low"]  # one per event, from the current hooks
+
+
+def refusal(**fields: Any) -> RateLimitExceeded:
+    defaults: dict[str, Any] = {
+        "user_id": "u1",
+        "identity_kind": "api_key",
+        "tier": "free",
+        "rule": "api",
+        "path": "/x",
+        "limit": 1,
+        "window": "1m",
+        "retry_after": 60.0,
+    }
+    return RateLimitExceeded(**{**defaults, **fields})
+
+
+class Recorder:
+    """A Notifier that keeps what the hooks create."""
+
+    ready = True
+
+    def __init__(self) -> None:
+        self.created: list[tuple[NotificationRequest, str]] = []
+
+    async def create(self, request: NotificationRequest, *, created_by: str) -> str:
+        self.created.append((request, created_by))
+        return "{}"
+
+
+def pipeline(yaml: str, service: Recorder) -> HookPipeline:
+    text = "notifications:\n  channels: {log: {plugin: log}}\n  templates: {t: {default: {body: x}}}\n" + yaml
+    engine = EmbeddedEngine()
+    return HookPipeline(settings(text).hooks, service, engine, engine)
+
+
+async def test_a_typed_events_fields_reach_the_template_data_as_before() -> None:
+    service = Recorder()
+    hooks = pipeline(
+        "hooks:\n"
+        "  - {name: clicks, on: url.clicked, when: {agent: bot}, notify: {users: [ops], template: t, channels: [log],"
+        " data: {team: core, count: 0}}}\n",
+        service,
+    )
+    clicked = UrlClicked(short_code="abc", at=1700000000.5, referrer="example.com", agent="bot", count=3)
+    await hooks(clicked)
+    await hooks(UrlClicked(short_code="abc", at=1.0, referrer=None, agent="desktop", count=1))  # `when` fails
+    [(request, created_by)] = service.created
+    assert created_by == "hook:clicks" and request.user_ids == ("ops",)
+    # The hook's `data`, then every payload field by name (the event's own win), then `event`.
+    assert request.data == {
+        "team": "core",
+        "short_code": "abc",
+        "at": 1700000000.5,
+        "referrer": "example.com",
+        "agent": "bot",
+        "count": 3,
+        "event": {"type": "url.clicked", "id": clicked.id, "at": format_time(clicked.emitted_at)},
+    }
+
+
+async def test_recipients_and_when_read_the_typed_fields() -> None:
+    service = Recorder()
+    hooks = pipeline(
+        "hooks:\n"
+        "  - {on: ratelimit.exceeded, when: {tier: [free, anonymous], limit: 1},"
+        " notify: {users: [$user_id], template: t, channels: [log]}}\n",
+        service,
+    )
+    await hooks(refusal(user_id="alice"))
+    await hooks(refusal(user_id="bob", tier="premium"))
+    await hooks(UrlCreated(**dict.fromkeys(payload_fields(UrlCreated), None)))  # type: ignore[arg-type]
+    assert [request.user_ids for request, _ in service.created] == [("alice",)]
+    assert refusal().data == {
+        "user_id": "u1",
+        "identity_kind": "api_key",
+        "tier": "free",
+        "rule": "api",
+        "path": "/x",
+        "limit": 1,
+        "window": "1m",
+        "retry_after": 60.0,
+    }

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import h11
 
-from gateway.config import Settings, parse_settings
+from gateway.config import Settings
+from gateway.settings import parse_settings
 from tests.proxy_fixtures import gateway_yaml, serve_gateway, settings_for
 
 PREFIX_ROUTES = """

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.config import parse_settings
+from gateway.settings import parse_settings
 from tests.notify.harness import ADMIN_KEY, gateway_yaml
 from tests.proxy_fixtures import serve_gateway
 from tests.security.conftest import gateway_before, json_of, send_raw, status_of

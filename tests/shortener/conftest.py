@@ -15,9 +15,10 @@ import pytest
 import redis
 
 from gateway.app import Gateway, create_app
-from gateway.config import Settings, parse_settings
+from gateway.config import Settings
 from gateway.engines.database import Database
 from gateway.events import Event
+from gateway.settings import parse_settings
 from gateway.shortener.service import ShortenerService
 from tests import services
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from gateway.app import create_app
-from gateway.config import parse_settings
 from gateway.config.shortener import DEFAULT_CODE_SECRET
 from gateway.exceptions import ConfigError
+from gateway.settings import parse_settings
 
 UPSTREAM = 'upstreams: {up: {targets: ["http://127.0.0.1:9"]}}\n'
 
