@@ -120,3 +120,15 @@ def test_version_command() -> None:
 
     result = subprocess.run([sys.executable, "-m", "gateway", "--version"], capture_output=True, text=True)
     assert result.stdout.strip() == f"gateway {__version__}"
+
+
+def test_loading_the_configuration_registers_no_metric_and_loads_no_subsystem() -> None:
+    """`gateway run` loads the file before it sets up multi-process metrics: nothing may register one first."""
+    script = (
+        "import sys, prometheus_client, gateway.config, gateway.events\n"
+        "names = [n for n in prometheus_client.REGISTRY._names_to_collectors if n.startswith('gateway')]\n"
+        "loaded = [m for m in sys.modules if m.startswith(('gateway.notify', 'gateway.metrics'))]\n"
+        "print(names, loaded)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[] []"
