@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 from redis.utils import HIREDIS_AVAILABLE
 
+from gateway.config.windows import parse_window
 from gateway.engines.embedded import EmbeddedEngine
 from gateway.engines.redis import RedisEngine, create_redis_client
 from gateway.engines.scripts import load_script
 from gateway.exceptions import StorageError
 from gateway.ratelimit.limiter import SlidingWindowLimiter
-from gateway.ratelimit.windows import parse_window
 from tests.services import redis_server
 
 TARGET_RATIO = 3.0

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.config.base import with_head
-from gateway.config.models import RouteSettings
+from gateway.config.routes import RouteSettings
 
 
 @dataclass(frozen=True, slots=True)

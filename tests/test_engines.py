@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import redis.asyncio
 
+from gateway.config.windows import parse_window
 from gateway.engines.embedded import SWEEP_EVERY, EmbeddedEngine
 from gateway.engines.redis import RedisEngine, create_redis_client
 from gateway.engines.scripts import LUA_DIR_ENV, Script, load_script, lua_dir
 from gateway.exceptions import StorageError
 from gateway.ratelimit.limiter import SlidingWindowLimiter
-from gateway.ratelimit.windows import parse_window
 from tests.services import RedisServer
 
 

@@ -4,10 +4,10 @@ import math
 
 import pytest
 
+from gateway.config.windows import Window, parse_window, parse_windows
 from gateway.engines.embedded import EmbeddedEngine
 from gateway.ratelimit.headers import policy_value, rate_limit_headers, retry_after_headers
 from gateway.ratelimit.limiter import Decision, SlidingWindowLimiter, WindowState
-from gateway.ratelimit.windows import Window, parse_window, parse_windows
 
 NOW = 1_700_000_000.0
 MINUTE = parse_window("100/1m")

@@ -11,11 +11,11 @@ from fractions import Fraction
 import pytest
 from redis.crc import key_slot
 
+from gateway.config.windows import Window, parse_window, parse_windows
 from gateway.engines.base import ScriptEngine
 from gateway.engines.embedded import EmbeddedEngine
 from gateway.engines.redis import RedisEngine, create_redis_client
 from gateway.ratelimit.limiter import SlidingWindowLimiter, window_keys
-from gateway.ratelimit.windows import Window, parse_window, parse_windows
 from tests.services import RedisServer
 
 # Aligned to a day, so minute and day windows all start here.

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from gateway.config.base import Model, upper_methods
 from gateway.config.units import Duration
+from gateway.config.windows import parse_windows
 
 FailurePolicy = Literal["open", "closed", "local"]
 HeaderStyle = Literal["ietf", "legacy"]
@@ -75,8 +76,6 @@ class RuleSettings(Model):
     @field_validator("windows")
     @classmethod
     def _parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from gateway.ratelimit.windows import parse_windows
-
         parse_windows(value)
         return value
 

@@ -12,7 +12,7 @@ from gateway.config.base import Model
 from gateway.config.units import Duration
 
 if TYPE_CHECKING:
-    from gateway.config.models import RouteSettings
+    from gateway.config.routes import RouteSettings
 
 RedirectStatus = Literal[301, 302, 307, 308]
 #: The Feistel key when none is configured. Codes stay unique with it, but anyone who knows it can predict

@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from gateway.config.models import Timeouts, UpstreamSettings
+from gateway.config.models import UpstreamSettings
+from gateway.config.routes import Timeouts
 from gateway.proxy.http1 import ConnectionPool
 
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Literal
 
+from gateway.config.windows import Window
 from gateway.ratelimit.limiter import Decision, WindowState
-from gateway.ratelimit.windows import Window
 
 HeaderStyle = Literal["ietf", "legacy"]
 Headers = list[tuple[bytes, bytes]]

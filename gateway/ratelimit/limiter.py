@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from gateway.config.windows import Window
 from gateway.engines.base import ScriptEngine
 from gateway.engines.scripts import Script, load_script
-from gateway.ratelimit.windows import Window
 
 
 class WindowState(NamedTuple):

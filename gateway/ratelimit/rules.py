@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from gateway.config.base import with_head
 from gateway.config.ratelimit import FailurePolicy, RuleSettings
+from gateway.config.windows import Window, parse_windows
 from gateway.ratelimit.headers import policy_value
-from gateway.ratelimit.windows import Window, parse_windows
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from prometheus_client import Counter
 from gateway import metrics
 from gateway.breaker import CircuitBreaker
 from gateway.config.ratelimit import RateLimitSettings
+from gateway.config.windows import Window
 from gateway.engines.base import ScriptEngine
 from gateway.engines.embedded import EmbeddedEngine
 from gateway.events import EventBus, RateLimitExceeded
@@ -26,7 +27,6 @@ from gateway.exceptions import CircuitOpen, EngineOverloaded, StorageError
 from gateway.identity import Identity
 from gateway.ratelimit.limiter import Decision, SlidingWindowLimiter
 from gateway.ratelimit.rules import Rule, RuleSet
-from gateway.ratelimit.windows import Window
 
 Result = Literal[
     "allowed",

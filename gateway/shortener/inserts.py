@@ -20,6 +20,7 @@ Row = TypeVar("Row")
 #: Links per statement: 7 parameters each stays under SQLite's 999-variable floor.
 MAX_BATCH = 100
 
+
 class InsertBatcher(Generic[Row]):
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Rate-limit windows such as "100/1m", parsed from configuration strings."""
+"""Rate-limit windows such as "100/1m": part of the configuration grammar, read by the limiter."""
 
 from __future__ import annotations
 
