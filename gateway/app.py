@@ -96,6 +96,7 @@ class Gateway:
         self.events.start()
         await self.engines.start()
         await self.runtime.startup()
+        self._subscribe_hooks(self.runtime)
         if self.config_path is not None:
             loop = asyncio.get_running_loop()
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread
@@ -113,6 +114,7 @@ class Gateway:
         for task in retired:
             task.cancel()
         await asyncio.gather(*retired, return_exceptions=True)
+        self.events.unsubscribe(self.runtime.notifications.hooks)
         await self.runtime.aclose()
         await self.events.aclose()
         await self.engines.aclose()
@@ -140,6 +142,7 @@ class Gateway:
                 await engines.aclose()
             return False
         old, self.runtime = self.runtime, runtime
+        self._subscribe_hooks(runtime, replacing=old)
         # Requests that started on the old runtime keep its pools until they finish; then it closes, and only
         # then the engines it used (its last flushes still need them).
         closers: list[Callable[[], Awaitable[None]]] = [old.aclose]
@@ -150,6 +153,14 @@ class Gateway:
         metrics.CONFIG_RELOADS.labels("applied").inc()
         logger.info("configuration reloaded from %s", self.config_path)
         return True
+
+    def _subscribe_hooks(self, runtime: Runtime, *, replacing: Runtime | None = None) -> None:
+        """One hook pipeline listens at a time: the old configuration's would double every notification while its
+        runtime drains."""
+        if replacing is not None:
+            self.events.unsubscribe(replacing.notifications.hooks)
+        if runtime.notifications.hooks:
+            self.events.subscribe(runtime.notifications.hooks)
 
     def _retire_later(self, closers: list[Callable[[], Awaitable[None]]], delay: float) -> None:
         async def retire() -> None:

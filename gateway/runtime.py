@@ -126,10 +126,8 @@ class Runtime:
         """Opens what needs the event loop; called before the runtime serves its first request."""
         await self.notifications.start()
         await self.shortener.start()
-        self.notifications.hooks.attach(self.events)
 
     async def aclose(self) -> None:
-        self.notifications.hooks.detach(self.events)
         await self.notifications.aclose()
         await self.shortener.aclose()
         await asyncio.gather(*(upstream.aclose() for upstream in self.upstreams.values()))

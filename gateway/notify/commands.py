@@ -30,9 +30,10 @@ async def notification_service(settings: Settings, *, workers: bool) -> AsyncIte
         await service.start(workers=workers)
         if not service.ready:
             raise SystemExit("the notification store is not reachable")
-        service.hooks.attach(events)  # the circuit events of this process's channel breakers
+        events.subscribe(service.hooks)  # the circuit events of this process's channel breakers
         yield service
     finally:
+        events.unsubscribe(service.hooks)
         await service.aclose()
         await events.aclose()
         await engines.aclose()

@@ -9,7 +9,6 @@ sharing Redis share them; when Redis is unavailable the in-process engine counts
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,17 +16,16 @@ from typing import Any, Protocol
 from gateway.config.notifications import HookSettings, Throttle, parse_throttle
 from gateway.engines.base import ScriptEngine
 from gateway.engines.scripts import load_script
-from gateway.events import Event, EventBus
+from gateway.events import Event
 from gateway.exceptions import StorageError
 from gateway.notify import metrics
 from gateway.notify.models import NotificationRequest
 from gateway.timestamps import format_time
 
 logger = logging.getLogger("gateway.notify")
+
+
 #: The pipeline subscribed to each bus: a reloaded configuration's hooks replace the old ones at once.
-_attached: weakref.WeakKeyDictionary[EventBus, HookPipeline] = weakref.WeakKeyDictionary()
-
-
 class Notifier(Protocol):
     """What the pipeline needs of the notification service."""
 
@@ -93,21 +91,6 @@ class HookPipeline:
 
     def __bool__(self) -> bool:
         return bool(self._by_type)
-
-    def attach(self, events: EventBus) -> None:
-        """Subscribe to `events`, replacing the pipeline of a previous configuration (which would double every
-        notification while its runtime drains)."""
-        previous = _attached.pop(events, None)
-        if previous is not None:
-            events.unsubscribe(previous)
-        if self:
-            events.subscribe(self)
-            _attached[events] = self
-
-    def detach(self, events: EventBus) -> None:
-        if _attached.get(events) is self:
-            del _attached[events]
-            events.unsubscribe(self)
 
     async def __call__(self, event: Event) -> None:
         hooks = self._by_type.get(event.type)

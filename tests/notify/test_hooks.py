@@ -223,3 +223,30 @@ async def test_recipients_and_when_read_the_typed_fields() -> None:
         "window": "1m",
         "retry_after": 60.0,
     }
+
+
+async def test_after_a_reload_one_pipeline_listens_and_an_event_notifies_once(tmp_path: Path) -> None:
+    async with webhook_receiver() as receiver:
+        engine = f'engine: {{database: {{url: "sqlite:///{tmp_path}/g.db"}}}}\n'
+        unthrottled = RATE_LIMITED.replace('    throttle: "1/10m per user_id"\n', "")  # a throttle would hide a double
+        assert unthrottled != RATE_LIMITED
+        text = gateway_yaml(engine, channels=webhook_channel(receiver.url), extra=unthrottled, anonymous_tier="free")
+        path = tmp_path / "gateway.yaml"
+        path.write_text(text)
+        app = create_app(config_path=path)
+        await app.startup()
+        try:
+            assert await app.reload() and await app.reload()  # two swaps: three pipelines have existed
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+                statuses = [(await client.get("/api/v1/urls/nope")).status_code for _ in range(2)]
+            assert statuses == [404, 429]
+
+            async def notified() -> bool:
+                return len(receiver.requests) >= 2
+
+            assert await eventually(notified, 5)
+            await asyncio.sleep(0.5)  # time for a doubled notification to arrive
+        finally:
+            await app.shutdown()
+    assert len(receiver.requests) == 2  # ops and the limited user, once each
