@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import metrics
 from gateway.config import Settings
 from gateway.config.models import EdgeLimits
-from gateway.engines.state import Engines
+from gateway.engines import Engines
 from gateway.events import EventBus
 from gateway.exceptions import ConfigError
 from gateway.runtime import Runtime
@@ -34,7 +34,7 @@ LAG_WINDOW_S = 5.0
 class Gateway:
     def __init__(self, settings: Settings, *, config_path: str | Path | None = None) -> None:
         self.config_path = Path(config_path) if config_path is not None else None
-        #: Process-level: they outlive a configuration reload (see gateway.engines.state).
+        #: Process-level: they outlive a configuration reload (see gateway.engines).
         self.events = EventBus()
         self.engines = Engines(settings.engine, self.events)
         #: A shutdown has begun (the server asked the connections to finish): /readyz answers 503 from now on.

@@ -105,11 +105,3 @@ def _remove_dot_segments(path: bytes) -> bytes:
             segments.append(part)
     trailing = parts[-1] in (b"", b".", b"..") and bool(segments)
     return b"/" + b"/".join(segments) + (b"/" if trailing else b"")
-
-
-def is_normal(path: str) -> bool:
-    """Whether a configured path (a route or rule pattern, without `*`) is already what normalisation gives."""
-    try:
-        return normalize_path(path.encode("utf-8")).decoded == path
-    except InvalidPath:
-        return False

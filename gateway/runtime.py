@@ -15,7 +15,7 @@ from gateway.client_ip import TrustedProxies
 from gateway.config.models import Settings
 from gateway.dispatch import Dispatcher
 from gateway.edge import EdgeMiddleware
-from gateway.engines.state import Engines
+from gateway.engines import Engines
 from gateway.events import EventBus
 from gateway.exceptions import GatewayError
 from gateway.identity import IdentityMiddleware, IdentityResolver

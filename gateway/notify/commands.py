@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 
 from gateway.config.models import Settings
-from gateway.engines.state import Engines
+from gateway.engines import Engines
 from gateway.events import EventBus
 from gateway.notify import dlq
 from gateway.notify.service import NotificationService

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.breaker import CircuitBreaker
-from gateway.engines.state import Engines, breaker_events
+from gateway.engines import Engines, breaker_events
 from gateway.events import EventBus
 from gateway.notify import digest, metrics
 from gateway.notify.channel import Channel, load_channel

@@ -47,12 +47,6 @@ def seconds_to_reset(state: WindowState, now: float) -> int:
     return max(0, math.ceil(seconds))
 
 
-def ietf_headers(decision: Decision, now: float | None = None) -> Headers:
-    """RateLimit-Policy for every window and RateLimit for the tightest one."""
-    tightest = decision.tightest
-    return _ietf(decision, tightest, seconds_to_reset(tightest, time.time() if now is None else now))
-
-
 def _ietf(decision: Decision, tightest: WindowState, reset: int, policy: bytes | None = None) -> Headers:
     return [
         (b"ratelimit-policy", policy if policy is not None else policy_value([s.window for s in decision.windows])),
@@ -63,12 +57,6 @@ def _ietf(decision: Decision, tightest: WindowState, reset: int, policy: bytes |
 @lru_cache(maxsize=1024)
 def _sf_name(name: str) -> bytes:
     return _sf_string(name).encode()
-
-
-def legacy_headers(decision: Decision, now: float | None = None) -> Headers:
-    """X-RateLimit-Limit/Remaining/Reset of the tightest window; Reset counts seconds, as GitHub's clients expect."""
-    tightest = decision.tightest
-    return _legacy(tightest, seconds_to_reset(tightest, time.time() if now is None else now))
 
 
 def _legacy(tightest: WindowState, reset: int) -> Headers:

@@ -18,8 +18,8 @@ import redis.asyncio
 from gateway.breaker import CircuitBreaker
 from gateway.config.models import Settings
 from gateway.config.shortener import shortener_active
+from gateway.engines import Engines, breaker_events
 from gateway.engines.database import Row, UniqueViolation
-from gateway.engines.state import Engines, breaker_events
 from gateway.events import EventBus, UrlCreated
 from gateway.exceptions import Conflict, StorageError
 from gateway.openapi import DOCS_PATH, OPENAPI_PATH
