@@ -22,7 +22,7 @@ from gateway.engines.base import ScriptEngine
 from gateway.engines.scripts import load_script
 from gateway.exceptions import StorageError
 from gateway.shortener import metrics
-from gateway.shortener.redisguard import RedisGuard
+from gateway.shortener.redis_calls import RedisCalls
 
 KEY_PREFIX = "gw:shortener:url:"
 CHANNEL = "gw:shortener:invalidate"
@@ -102,9 +102,9 @@ class LocalCache:
 class SharedCache:
     """Links in Redis for every replica; a failure is a miss (reads) or a retry later (forgets), never an error."""
 
-    def __init__(self, scripts: ScriptEngine, guard: RedisGuard, *, ttl_s: float, negative_ttl_s: float) -> None:
+    def __init__(self, scripts: ScriptEngine, redis: RedisCalls, *, ttl_s: float, negative_ttl_s: float) -> None:
         self.scripts = scripts
-        self.guard = guard
+        self.redis = redis
         self.ttl_s = ttl_s
         self.negative_ttl_s = negative_ttl_s
         self._get = load_script("url_cache_get")
@@ -121,7 +121,7 @@ class SharedCache:
 
     async def put(self, code: str, target: Target | None) -> None:
         value, ttl = (target.encode(), self.ttl_s) if target is not None else (_NEGATIVE, self.negative_ttl_s)
-        await self.guard.call(lambda client: client.set(KEY_PREFIX + code, value, ex=max(1, int(ttl))))
+        await self.redis.call(lambda client: client.set(KEY_PREFIX + code, value, ex=max(1, int(ttl))))
 
     async def forget(self, code: str) -> None:
         async def run(client: redis.asyncio.Redis | redis.asyncio.RedisCluster) -> None:
@@ -129,7 +129,7 @@ class SharedCache:
             if isinstance(client, redis.asyncio.Redis):
                 await client.publish(CHANNEL, code)
 
-        await self.guard.call(run)
+        await self.redis.call(run)
 
 
 class LinkCache:

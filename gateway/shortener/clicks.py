@@ -27,7 +27,7 @@ from gateway.engines.streams import ensure_group
 from gateway.events import EventBus, UrlClicked
 from gateway.exceptions import StorageError
 from gateway.shortener import metrics
-from gateway.shortener.redisguard import RedisGuard
+from gateway.shortener.redis_calls import RedisCalls
 from gateway.shortener.store import Click, UrlStore
 
 STREAM = "gw:shortener:clicks"
@@ -160,7 +160,7 @@ class ClickPipeline:
         store: UrlStore,
         recorder: ClickRecorder,
         events: EventBus,
-        redis: RedisGuard | None,
+        redis: RedisCalls | None,
         consumer: str | None = None,
         reclaim_idle_s: float = RECLAIM_IDLE_S,
     ) -> None:

@@ -20,7 +20,7 @@ from gateway.engines.scripts import load_script
 from gateway.exceptions import StorageError
 from gateway.shortener import metrics
 from gateway.shortener.codes import CodeGenerator
-from gateway.shortener.redisguard import RedisGuard
+from gateway.shortener.redis_calls import RedisCalls
 from gateway.shortener.store import UrlStore
 
 POOL_KEY = "gw:shortener:pool"
@@ -43,7 +43,7 @@ class KeyPool:
         store: UrlStore,
         codes: CodeGenerator,
         scripts: ScriptEngine,
-        redis: RedisGuard | None,
+        redis: RedisCalls | None,
         embedded: EmbeddedEngine,
         min_size: int,
         batch: int,

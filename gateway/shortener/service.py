@@ -29,7 +29,7 @@ from gateway.shortener.clicks import ClickPipeline, ClickRecorder
 from gateway.shortener.codes import CodeGenerator
 from gateway.shortener.keypool import REDIS_POP_BATCH, KeyPool
 from gateway.shortener.redirect import RedirectHandler
-from gateway.shortener.redisguard import RedisGuard
+from gateway.shortener.redis_calls import RedisCalls
 from gateway.shortener.store import Link, UrlStore
 from gateway.shortener.validation import CreateRequest, UrlRules, reserved_segments
 from gateway.timestamps import format_optional, format_time
@@ -66,28 +66,28 @@ class ShortenerService:
         )
         self.store = UrlStore(engines.database, breaker=self.breaker, deadline_s=config.database_deadline)
         self.codes = CodeGenerator(config.code_secret)
-        guard = RedisGuard(engines.redis, engines.breaker) if engines.redis is not None else None
+        redis_calls = RedisCalls(engines.redis, engines.breaker) if engines.redis is not None else None
         self.keypool = KeyPool(
             store=self.store,
             codes=self.codes,
             scripts=engines.scripts,
-            redis=guard,
+            redis=redis_calls,
             embedded=engines.embedded,
             min_size=config.key_pool.min,
             batch=config.key_pool.batch,
-            pop_batch=REDIS_POP_BATCH if guard is not None else 1,
+            pop_batch=REDIS_POP_BATCH if redis_calls is not None else 1,
         )
         metrics.KEY_POOL_MIN.set(config.key_pool.min)
         shared = None
-        if guard is not None:
+        if redis_calls is not None:
             shared = SharedCache(
-                engines.scripts, guard, ttl_s=config.shared_cache_ttl, negative_ttl_s=config.negative_ttl
+                engines.scripts, redis_calls, ttl_s=config.shared_cache_ttl, negative_ttl_s=config.negative_ttl
             )
         local = LocalCache(config.local_cache.size, config.local_cache.ttl, config.negative_ttl)
         self.cache = LinkCache(local, shared)
         self._subscriber_client = engines.redis if isinstance(engines.redis, redis.asyncio.Redis) else None
         self.recorder = ClickRecorder()
-        self.clicks = ClickPipeline(store=self.store, recorder=self.recorder, events=events, redis=guard)
+        self.clicks = ClickPipeline(store=self.store, recorder=self.recorder, events=events, redis=redis_calls)
         #: The Dispatcher's fallback; None when the shortener is off.
         self.redirect: RedirectHandler | None = None
         if self.enabled:

@@ -110,7 +110,7 @@ class UrlStore:
         self.deadline_s = deadline_s
         self._inserts = InsertBatcher(self._insert_many, self._insert_one)
 
-    async def _guarded(self, operation: Callable[[], Awaitable[T]], deadline_s: float | None = None) -> T:
+    async def _call(self, operation: Callable[[], Awaitable[T]], deadline_s: float | None = None) -> T:
         # SQLite is a local file with a deadline per statement already; cancelling one of its transactions
         # between BEGIN and the first statement would leave the shared connection inside that transaction.
         deadline = None if self.database.dialect == "sqlite" else (deadline_s or self.deadline_s)
@@ -123,7 +123,7 @@ class UrlStore:
                 raise StorageError(f"the database did not answer within {deadline or self.deadline_s:g}s") from exc
 
     async def migrate(self) -> None:
-        await self._guarded(lambda: self.database.migrate(MIGRATIONS), deadline_s=30.0)
+        await self._call(lambda: self.database.migrate(MIGRATIONS), deadline_s=30.0)
 
     async def reserve(self, count: int) -> list[int]:
         """`count` fresh values of the counter, never handed out before (by any process)."""
@@ -142,7 +142,7 @@ class UrlStore:
             last = int(row["value"])
             return list(range(last - count + 1, last + 1))
 
-        return await self._guarded(run, deadline_s=max(self.deadline_s, 5.0) if count > 1 else None)
+        return await self._call(run, deadline_s=max(self.deadline_s, 5.0) if count > 1 else None)
 
     async def insert(self, link: Link) -> None:
         """Store a new link; raises UniqueViolation when its code is taken (even by a deleted link)."""
@@ -165,20 +165,20 @@ class UrlStore:
             ]
         columns = "short_code, long_url, custom_alias, owner, created_at, expires_at, max_visits"
         sql = f"INSERT INTO urls ({columns}) VALUES {rows}"
-        await self._guarded(lambda: self.database.execute(sql, *args))
+        await self._call(lambda: self.database.execute(sql, *args))
 
     async def _insert_one(self, link: Link) -> None:
         await self._insert_many([link])
 
     async def get(self, code: str) -> Link | None:
-        row = await self._guarded(
+        row = await self._call(
             lambda: self.database.fetchrow(f"SELECT {_COLUMNS} FROM urls WHERE short_code = $1", code)
         )
         return Link.from_row(row) if row is not None else None
 
     async def delete(self, code: str, at: float) -> bool:
         """Soft delete: the row stays, so the code is never handed out again."""
-        count = await self._guarded(
+        count = await self._call(
             lambda: self.database.execute(
                 "UPDATE urls SET deleted_at = $2 WHERE short_code = $1 AND deleted_at IS NULL", code, float(at)
             )
@@ -189,7 +189,7 @@ class UrlStore:
         """Count one visit of a link with max_visits, atomically; False once they are used up.
         With `spend=False`, only tell whether one is left (HEAD requests look without visiting)."""
         if not spend:
-            row = await self._guarded(
+            row = await self._call(
                 lambda: self.database.fetchrow(
                     "SELECT 1 AS remaining FROM urls "
                     "WHERE short_code = $1 AND deleted_at IS NULL AND (max_visits IS NULL OR visits < max_visits)",
@@ -197,7 +197,7 @@ class UrlStore:
                 )
             )
             return row is not None
-        count = await self._guarded(
+        count = await self._call(
             lambda: self.database.execute(
                 "UPDATE urls SET visits = visits + 1 "
                 "WHERE short_code = $1 AND deleted_at IS NULL AND (max_visits IS NULL OR visits < max_visits)",
@@ -207,7 +207,7 @@ class UrlStore:
         return count == 1
 
     async def clicks_by_day(self, code: str, days: int = 30) -> list[Row]:
-        return await self._guarded(
+        return await self._call(
             lambda: self.database.fetch(
                 "SELECT day, agent, clicks FROM url_clicks_daily WHERE short_code = $1 AND day >= $2 "
                 "ORDER BY day DESC, agent",
@@ -234,7 +234,7 @@ class UrlStore:
                         *args,
                     )
 
-        await self._guarded(run, deadline_s=max(self.deadline_s, 5.0))
+        await self._call(run, deadline_s=max(self.deadline_s, 5.0))
 
     async def fold_queue(self, limit: int) -> list[Click]:
         """Take up to `limit` clicks off the local queue and add them to the counts, in one transaction."""
@@ -255,7 +255,7 @@ class UrlStore:
                 await _add_counts(conn, clicks)
             return clicks
 
-        return await self._guarded(run, deadline_s=max(self.deadline_s, 10.0))
+        return await self._call(run, deadline_s=max(self.deadline_s, 10.0))
 
     async def add_counts(self, clicks: Sequence[Click]) -> None:
         """Fold clicks read from elsewhere (the Redis stream) into the counts, in one transaction."""
@@ -264,7 +264,7 @@ class UrlStore:
             async with self.database.transaction() as conn:
                 await _add_counts(conn, clicks)
 
-        await self._guarded(run, deadline_s=max(self.deadline_s, 10.0))
+        await self._call(run, deadline_s=max(self.deadline_s, 10.0))
 
 
 async def _add_counts(conn: Connection, clicks: Sequence[Click]) -> None:

@@ -19,7 +19,7 @@ T = TypeVar("T")
 DEFAULT_DEADLINE_S = 2.0
 
 
-class RedisGuard:
+class RedisCalls:
     def __init__(self, client: RedisClient, breaker: CircuitBreaker | None, deadline_s: float = DEFAULT_DEADLINE_S):
         self.client = client
         self.breaker = breaker
