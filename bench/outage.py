@@ -49,7 +49,7 @@ server: {{host: 127.0.0.1, port: {port}, access_log: false, watch_config: false}
 engine: {{kind: redis, redis: {{url: "{redis_url}"}}, database: {{url: "sqlite:///:memory:"}}}}
 upstreams: {{app: {{targets: ["http://127.0.0.1:{upstream}"]}}}}
 routes: [{{name: app, match: {{path_prefix: /app}}, upstream: app, strip_prefix: true}}]
-ratelimit: {{rules: [{{name: app, match: "/app/*", windows: ["100000000/1m"], on_failure: open}}]}}
+ratelimit: {{rules: [{{name: app, match: "/app/**", windows: ["100000000/1m"], on_failure: open}}]}}
 """
 
 

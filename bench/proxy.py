@@ -83,7 +83,7 @@ routes:
 RATELIMIT_YAML = """\
 ratelimit:
   rules:
-    - {match: "/*", windows: ["100000000/1m", "1000000000/1d"]}
+    - {match: "/**", windows: ["100000000/1m", "1000000000/1d"]}
 """
 REDIS_ENGINE_YAML = """\
 engine:

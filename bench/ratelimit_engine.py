@@ -99,7 +99,7 @@ def breaker_open_us(rounds: int) -> dict[str, float]:
     results: dict[str, float] = {}
     identity = Identity("alice", "free", "api_key")
     for policy in ("open", "closed", "local"):
-        rule = RuleSettings(match="/*", windows=(f"{BIG}/1m", f"{BIG}/1d"), on_failure=policy)
+        rule = RuleSettings(match="/**", windows=(f"{BIG}/1m", f"{BIG}/1d"), on_failure=policy)
         breaker = CircuitBreaker("bench", failures=1, cooldown_s=3600)
         breaker.record_failure()
         engine = RedisEngine(create_redis_client("redis://127.0.0.1:1/0", cluster=False))

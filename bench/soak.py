@@ -75,7 +75,7 @@ identities:
     - {{key: {ADMIN_KEY}, user_id: soak, tier: premium, admin: true}}
 ratelimit:
   rules:
-    - {{name: api, match: "/api/v1/*", windows: ["100000000/1m"]}}
+    - {{name: api, match: "/api/v1/**", windows: ["100000000/1m"]}}
 shortener: {{redirect_status: 302, key_pool: {{min: 1000, batch: 1000}}}}
 notifications:
   channels:

@@ -57,6 +57,8 @@ def check_config(path: str) -> int:
     from gateway.engines.scripts import check_scripts
     from gateway.settings import load_settings
 
+    # Warnings (a legacy spelling read in its old meaning) go to stderr beside the errors.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
         load_settings(path)
     except ConfigError as exc:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.config.base import with_head
 from gateway.config.routes import RouteSettings
+from gateway.patterns import PathPattern
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,9 +18,8 @@ class Route:
     rank: tuple[int, int, int, int]
     _host: str | None
     _host_suffix: str | None
-    _prefix: str | None
-    _exact: str | None
-    _pattern: re.Pattern[str] | None
+    #: None: every path.
+    _path: PathPattern | None
     _methods: frozenset[str] | None
 
     def matches(self, host: str, path: str, method: str) -> bool:
@@ -30,13 +29,11 @@ class Route:
             return False
         if self._host_suffix is not None and not host.endswith(self._host_suffix):
             return False
-        if self._prefix is not None:
-            return path == self._prefix or path.startswith(self._prefix + "/") or self._prefix == ""
-        if self._exact is not None:
-            return path == self._exact
-        if self._pattern is not None:
-            return self._pattern.fullmatch(path) is not None
-        return True
+        return self._path is None or self._path.matches(path)
+
+    @property
+    def _prefix(self) -> str | None:
+        return self._path.below if self._path is not None and self.settings.match.path_prefix is not None else None
 
     def upstream_path(self, path: str) -> str:
         """The path to send upstream, after strip_prefix / rewrite_prefix."""
@@ -65,29 +62,20 @@ def compile_route(settings: RouteSettings) -> Route:
             suffix, host_rank = match.host[1:].lower(), 1
         else:
             host, host_rank = match.host.lower(), 2
-    prefix = exact = None
-    pattern = None
-    if match.path is not None and "*" in match.path:
-        segments = [("[^/]+" if part == "*" else re.escape(part)) for part in match.path.split("/")]
-        pattern = re.compile("/".join(segments))
-        path_rank, literal = 2, len(match.path.replace("*", ""))
-    elif match.path is not None:
-        exact, path_rank, literal = match.path, 3, len(match.path)
+    path = None
+    if match.path is not None:
+        path = PathPattern.parse(match.path)
     elif match.path_prefix is not None:
-        prefix = match.path_prefix.rstrip("/")
-        path_rank, literal = 1, len(prefix)
-    else:
-        path_rank, literal = 0, 0
+        path = PathPattern.prefix(match.path_prefix)
+    kind, literal = path.specificity if path is not None else (0, 0)
     methods = with_head(match.methods)
     return Route(
         settings=settings,
         name=settings.name,
-        rank=(host_rank, path_rank, literal, 1 if methods else 0),
+        rank=(host_rank, kind, literal, 1 if methods else 0),
         _host=host,
         _host_suffix=suffix,
-        _prefix=prefix,
-        _exact=exact,
-        _pattern=pattern,
+        _path=path,
         _methods=methods,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Literal
 
@@ -10,11 +11,13 @@ from pydantic import Field, field_validator, model_validator
 from gateway.config.base import Model, upper_methods
 from gateway.config.units import Duration
 from gateway.config.windows import parse_windows
+from gateway.patterns import rule_pattern
 
 FailurePolicy = Literal["open", "closed", "local"]
 HeaderStyle = Literal["ietf", "legacy"]
 ANONYMOUS_TIER = "anonymous"
 _PATTERN = re.compile(r"^(/[^\s]*)$")
+logger = logging.getLogger("gateway.config")
 
 
 class ApiKey(Model):
@@ -59,7 +62,8 @@ class RuleSettings(Model):
     name: str | None = None
     #: The tier(s) the rule applies to; omitted = every tier.
     tier: str | tuple[str, ...] | None = None
-    #: "/api/v1/*" (the path and everything under it), an exact path, or "*" for one segment ("/users/*/orders").
+    #: A path pattern (gateway/patterns.py): "/api/v1/**" (the path and everything below), an exact path, or "*"
+    #: for one segment ("/users/*/orders"). A legacy trailing "/*" is read as "/**", with a warning.
     match: str
     methods: tuple[str, ...] | None = None
     windows: tuple[str, ...] = Field(min_length=1)
@@ -84,6 +88,9 @@ class RuleSettings(Model):
     def _pattern(cls, value: str) -> str:
         if not _PATTERN.match(value):
             raise ValueError(f"must be a path starting with '/', got {value!r}")
+        _pattern, warning = rule_pattern(value)
+        if warning is not None:
+            logger.warning("ratelimit.rules: %s", warning)
         return value
 
     @field_validator("methods")

@@ -6,6 +6,7 @@ from pydantic import Field, field_validator, model_validator
 
 from gateway.config.base import Model, upper_methods
 from gateway.config.units import ByteSize, Duration
+from gateway.patterns import PathPattern
 
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 DEFAULT_READ_TIMEOUT_S = 30.0
@@ -24,7 +25,8 @@ class RouteMatch(Model):
     host: str | None = None
     #: Segment-aware prefix: "/app" matches /app and /app/x, not /apple.
     path_prefix: str | None = None
-    #: Exact path; "*" stands for one segment ("/users/*/orders").
+    #: A path pattern (gateway/patterns.py): exact, "*" for one segment ("/users/*/orders"), a final "**" for
+    #: everything below.
     path: str | None = None
     methods: tuple[str, ...] | None = None
 
@@ -38,6 +40,8 @@ class RouteMatch(Model):
     def _absolute(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("/"):
             raise ValueError(f"must start with '/': {value!r}")
+        if value is not None:
+            PathPattern.parse(value)  # `**` only last
         return value
 
     @model_validator(mode="after")

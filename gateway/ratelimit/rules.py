@@ -1,7 +1,8 @@
 """Rate-limit rules compiled from config: which rule applies to a tier, a path and a method.
 
-The most specific pattern wins: an exact path, then a pattern with one-segment wildcards (more literal
-characters first), then the longest prefix ("/api/v1/*"). Paths are the edge's normalised ones (gateway/paths.py),
+`match` is a path pattern (gateway/patterns.py, the grammar routes use too). The most specific pattern wins: an
+exact path, then a pattern with one-segment wildcards (more literal characters first), then the longest prefix
+("/api/v1/**"). Paths are the edge's normalised ones (gateway/paths.py),
 and a trailing slash matches as if it were not there. At equal specificity a rule that names the tier
 beats one for every tier, and one that names methods beats one that does not.
 """
@@ -9,13 +10,13 @@ beats one for every tier, and one that names methods beats one that does not.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway.config.base import with_head
 from gateway.config.ratelimit import FailurePolicy, RuleSettings
 from gateway.config.windows import Window, parse_windows
+from gateway.patterns import PathPattern, rule_pattern
 from gateway.ratelimit.headers import policy_value
 
 
@@ -33,9 +34,7 @@ class Rule:
     rank: tuple[int, int, int, int]
     #: The RateLimit-Policy header value, built once.
     policy: bytes
-    _prefix: str | None
-    _exact: str | None
-    _pattern: re.Pattern[str] | None
+    path: PathPattern
 
     def matches(self, tier: str, path: str, method: str) -> bool:
         if self.tiers is not None and tier not in self.tiers:
@@ -45,26 +44,13 @@ class Rule:
         if len(path) > 1 and path[-1] == "/":
             # Many upstreams serve /x/ as /x (Express, by default): a trailing slash must not be a way around.
             path = path[:-1]
-        if self._exact is not None:
-            return path == self._exact
-        if self._pattern is not None:
-            return self._pattern.fullmatch(path) is not None
-        assert self._prefix is not None
-        return self._prefix == "" or path == self._prefix or path.startswith(self._prefix + "/")
+        return self.path.matches(path)
 
 
 def compile_rule(settings: RuleSettings) -> Rule:
     match = settings.match
-    prefix = exact = None
-    pattern = None
-    if match.endswith("/*"):
-        prefix = match[:-2]
-        kind, literal = 1, len(prefix)
-    elif "*" in match:
-        pattern = re.compile("/".join("[^/]+" if part == "*" else re.escape(part) for part in match.split("/")))
-        kind, literal = 2, len(match.replace("*", ""))
-    else:
-        exact, kind, literal = match, 3, len(match)
+    path, _legacy = rule_pattern(match)
+    kind, literal = path.specificity
     tiers = settings.tiers
     fingerprint = repr((sorted(tiers or ()), match, sorted(settings.methods or ()), settings.windows, settings.cost))
     windows = parse_windows(settings.windows)
@@ -79,9 +65,7 @@ def compile_rule(settings: RuleSettings) -> Rule:
         shadow=settings.shadow,
         rank=(kind, literal, 1 if tiers else 0, 1 if settings.methods else 0),
         policy=policy_value(windows),
-        _prefix=prefix,
-        _exact=exact,
-        _pattern=pattern,
+        path=path,
     )
 
 
