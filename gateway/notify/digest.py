@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.engines.database import Connection, Database, Row
 from gateway.notify.models import Job
-from gateway.notify.queue.base import Queue
+from gateway.notify.queue.base import Jobs, Queue, commit_then_enqueue
 from gateway.notify.store import atomically, key_clause
 from gateway.notify.templates import Content, Templates
 
@@ -66,22 +66,16 @@ async def flush_due(database: Database, queue: Queue, *, now: float) -> int:
     for batch in due:
         job = Job("digest", batch["channel"], user_id=batch["user_id"], digest_id=batch["digest_id"])
 
-        async def take(conn: Connection, job: Job = job) -> int:
+        async def take(conn: Connection, job: Job = job) -> tuple[int, Jobs]:
             taken = await conn.execute(
                 "DELETE FROM notify_digests WHERE digest_id = $1 AND due_at <= $2", job.digest_id, now
             )
-            if taken and queue.transactional:
-                await queue.enqueue([(job, 0.0)], conn=conn)
-            return taken
+            # Enqueue failing after the commit leaves the items in `digest` with no batch: the recovery sweep
+            # enqueues them again.
+            return taken, [(job, 0.0)] if taken else []
 
-        taken = await atomically(database, take)
-        if taken:
-            if not queue.transactional:
-                # A crash right here leaves the items in `digest` with no batch: the recovery sweep re-enqueues them.
-                await queue.enqueue([(job, 0.0)])
+        if await commit_then_enqueue(database, queue, take):
             flushed += 1
-    if flushed:
-        queue.wake(batch["channel"] for batch in due)
     return flushed
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from gateway.engines.database import Connection, Database, Row
 from gateway.notify.models import Job
-from gateway.notify.queue.base import Queue
-from gateway.notify.store import atomically, key_clause
+from gateway.notify.queue.base import Jobs, Queue, commit_then_enqueue
+from gateway.notify.store import key_clause
 from gateway.timestamps import format_optional
 
 
@@ -57,10 +57,10 @@ def describe(row: Row) -> dict[str, Any]:
 async def replay(database: Database, queue: Queue, entry_id: str, *, now: float) -> Job | None:
     """Send the entry's job again from attempt 1; None if there is no such entry waiting."""
 
-    async def work(conn: Connection) -> Job | None:
+    async def work(conn: Connection) -> tuple[Job | None, Jobs]:
         row = await conn.fetchrow("SELECT job FROM notify_dlq WHERE id = $1 AND replayed_at IS NULL", entry_id)
         if row is None:
-            return None
+            return None, []
         job = Job.decode(row["job"])
         await conn.execute("UPDATE notify_dlq SET replayed_at = $1 WHERE id = $2", now, entry_id)
         where, args = key_clause(job, 3)
@@ -72,15 +72,6 @@ async def replay(database: Database, queue: Queue, entry_id: str, *, now: float)
             now,
             *args,
         )
-        if queue.transactional:
-            await queue.enqueue([(job, 0.0)], conn=conn)
-        return job
+        return job, [(job, 0.0)]
 
-    job = await atomically(database, work)
-    if job is None:
-        return None
-    if queue.transactional:
-        queue.wake([job.channel])
-    else:
-        await queue.enqueue([(job, 0.0)])
-    return job
+    return await commit_then_enqueue(database, queue, work)

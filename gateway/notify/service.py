@@ -24,11 +24,11 @@ from gateway.notify.channel import Channel, load_channel
 from gateway.notify.hooks import HookPipeline
 from gateway.notify.idempotency import Idempotency
 from gateway.notify.models import PENDING, Job, JobKind, NotificationRequest, Preferences
-from gateway.notify.queue.base import Queue
+from gateway.notify.queue.base import Jobs, Queue, commit_then_enqueue
 from gateway.notify.queue.redis_streams import RedisStreamQueue
 from gateway.notify.queue.sqlite import SqliteQueue
 from gateway.notify.router import ChannelRouter
-from gateway.notify.store import NotificationStore, atomically
+from gateway.notify.store import NotificationStore
 from gateway.notify.templates import Content, Templates
 from gateway.notify.worker import WorkerPool
 from gateway.timestamps import format_optional, format_time
@@ -182,7 +182,7 @@ class NotificationService:
             "recipient_count": len(request.user_ids),
         }  # fmt: skip
 
-        async def write(conn: Connection) -> None:
+        async def write(conn: Connection) -> tuple[None, Jobs]:
             if idempotency is not None:
                 await conn.execute(
                     "INSERT INTO notify_idempotency (key, fingerprint, notification_id, response, created_at) "
@@ -199,18 +199,9 @@ class NotificationService:
                     conn, delivery["user_id"], delivery["channel"], now=now, interval=self.settings.digest_interval
                 )
             await self.store.insert_notification(conn, notification, deliveries)
-            if self.queue.transactional:
-                await self.queue.enqueue(jobs, conn=conn)
+            return None, jobs
 
-        await atomically(self.store.db, write)
-        if self.queue.transactional:
-            self.queue.wake(job.channel for job, _ in jobs)
-        else:
-            try:
-                await self.queue.enqueue(jobs)
-            except Exception as exc:
-                logger.warning("notification %s recorded, enqueue failed (the worker tick recovers it): %s",
-                               notification_id, exc)  # fmt: skip
+        await commit_then_enqueue(self.store.db, self.queue, write)
         metrics.ACCEPTED.labels(request.priority).inc()
         for delivery in deliveries:
             if delivery["status"] == "skipped":

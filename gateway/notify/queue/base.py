@@ -7,12 +7,17 @@ therefore make their work idempotent (see gateway.notify.store: the delivery rec
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from gateway.engines.database import Connection
+from gateway.engines.database import Connection, Database
 from gateway.notify.models import Job
+from gateway.notify.store import atomically
+
+logger = logging.getLogger("gateway.notify")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +65,37 @@ class Queue(ABC):
     def wake(self, channels: Iterable[str]) -> None:
         """New messages were committed for `channels`: wake local receivers now rather than at their next poll."""
         return None
+
+
+T = TypeVar("T")
+#: The jobs a transaction's work wants sent once it commits, with when each is due (epoch seconds, 0 = now).
+Jobs = list[tuple[Job, float]]
+
+
+async def commit_then_enqueue(
+    database: Database, queue: Queue, work: Callable[[Connection], Awaitable[tuple[T, Jobs]]]
+) -> T:
+    """Run `work` in one transaction and enqueue the jobs it returns, never before the records they point to
+    exist: inside the same transaction when the queue lives in the database, else right after the commit.
+
+    A job whose enqueue fails after the commit is not lost: its deliveries are recorded as queued (or in a
+    digest), and the worker tick's recovery sweep enqueues them again after `recover_after`.
+    """
+    sent: Jobs = []
+
+    async def run(conn: Connection) -> T:
+        result, jobs = await work(conn)
+        if jobs and queue.transactional:
+            await queue.enqueue(jobs, conn=conn)
+        sent[:] = jobs
+        return result
+
+    result = await atomically(database, run)
+    if sent and queue.transactional:
+        queue.wake(job.channel for job, _ in sent)
+    elif sent:
+        try:
+            await queue.enqueue(sent)
+        except Exception as exc:
+            logger.warning("%d job(s) recorded, enqueue failed (the worker tick recovers them): %s", len(sent), exc)
+    return result
