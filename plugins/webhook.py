@@ -3,7 +3,8 @@
 Headers: `webhook-id` (stable across retries, so receivers drop duplicates), `webhook-timestamp` (Unix seconds)
 and `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, keyed by the base64 part of
 a `whsec_...` secret. A 2xx counts as delivered; 408, 425, 429, 5xx and network errors are retried; any other
-status (a redirect included: redirects are never followed) is permanent.
+status (a redirect included: redirects are never followed) is permanent. A 429 or 503 with Retry-After (seconds or
+an HTTP-date) is retried no sooner than it asks, up to a day.
 
 A URL from a user's preferences (`webhook_url`) is a destination the user chose, so it may only reach public
 addresses (gateway.notify.destinations: checked when stored and again, on the resolved address, when sending),
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.utils
 import hashlib
 import hmac
 import json
@@ -163,7 +165,7 @@ class WebhookChannel(HttpSupport, Channel):
             return SendResult(provider_id=message.id, delivered=True)
         detail = f"HTTP {status} from {redact_url(url)}"
         if status in RETRYABLE_STATUS or status >= 500:
-            raise RetryableError(detail)
+            raise RetryableError(detail, retry_after=retry_after(response.headers.get("retry-after")))
         raise PermanentError(detail)
 
     async def _post_to_user_url(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
@@ -188,3 +190,20 @@ class WebhookChannel(HttpSupport, Channel):
         if self._user_client is not None:
             await self._user_client.aclose()
             self._user_client = None
+
+
+def retry_after(value: str | None) -> float | None:
+    """A Retry-After header (RFC 9110 10.2.3: delay-seconds or an HTTP-date) in seconds from now; None if absent
+    or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, moment.timestamp() - time.time())

@@ -59,12 +59,38 @@ class TemplatePart(Model):
         return value
 
 
+#: The default retry schedule, Svix's: a receiver down for hours still gets its messages (8 sends over ~28 h).
+DEFAULT_SCHEDULE: tuple[float, ...] = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
 class RetrySettings(Model):
-    #: Sends of one message before it goes to the dead-letter queue.
+    """When a failed send is tried again: a `schedule` (the delay before each retry; the message goes to the
+    dead-letter queue after the last), or an exponential backoff (`max_attempts`, `base_delay`, `max_delay`).
+    Giving neither means the default schedule."""
+
+    #: The delay before retry 1, 2, ...; each is jittered by up to 10% either way. Sends = len(schedule) + 1.
+    schedule: tuple[Duration, ...] | None = None
+    #: Sends of one message before it goes to the dead-letter queue (exponential backoff).
     max_attempts: int = Field(3, ge=1, le=100)
     #: Backoff before retry n is uniform in [0, min(max_delay, base_delay * 2^(n-1))] ("full jitter").
     base_delay: Duration = 1.0
     max_delay: Duration = 300.0
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> RetrySettings:
+        exponential = {"max_attempts", "base_delay", "max_delay"} & self.model_fields_set
+        if self.schedule is not None and exponential:
+            raise ValueError(f"give either schedule or {', '.join(sorted(exponential))}, not both")
+        if self.schedule is None and not exponential:
+            object.__setattr__(self, "schedule", DEFAULT_SCHEDULE)
+        if self.schedule is not None and len(self.schedule) > 99:
+            raise ValueError("schedule: at most 99 retries")
+        return self
+
+    @property
+    def attempts(self) -> int:
+        """Sends of one message before it goes to the dead-letter queue."""
+        return len(self.schedule) + 1 if self.schedule is not None else self.max_attempts
 
 
 class WorkerSettings(Model):

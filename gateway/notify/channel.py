@@ -107,7 +107,12 @@ class ChannelError(Exception):
 
 
 class RetryableError(ChannelError):
-    """A transient failure: a timeout, a refused connection, 5xx, 429."""
+    """A transient failure: a timeout, a refused connection, 5xx, 429. `retry_after`: the seconds the provider
+    asked for (its Retry-After), which the next try waits at least."""
+
+    def __init__(self, detail: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class PermanentError(ChannelError):

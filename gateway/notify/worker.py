@@ -2,8 +2,9 @@
 
 For each job: the channel's breaker must allow a call (else the job waits in its queue); the delivery record
 is claimed (else it was sent already, or a live worker holds it); then the channel sends. A retryable failure
-is retried after a full-jitter exponential backoff until `max_attempts`; a permanent failure, or the last
-attempt, marks the delivery failed and dead-letters the job. The tick flushes due digests, moves due delayed
+is retried after the configured schedule's delay (or an exponential backoff), and never sooner than the
+provider's Retry-After; a permanent failure, or the last attempt, marks the delivery failed and dead-letters
+the job. The tick flushes due digests, moves due delayed
 messages, re-enqueues deliveries whose message was lost (Redis engine only) and updates the gauges.
 """
 
@@ -19,9 +20,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from gateway.breaker import CircuitBreaker, State
-from gateway.config.notifications import NotificationSettings
+from gateway.config.notifications import NotificationSettings, RetrySettings
 from gateway.notify import digest, dlq, metrics
-from gateway.notify.channel import Channel, ChannelError, Message, PermanentError, redact_urls
+from gateway.notify.channel import Channel, ChannelError, Message, PermanentError, RetryableError, redact_urls
 from gateway.notify.models import Job, JobKind
 from gateway.notify.queue.base import Queue, Received
 from gateway.notify.store import Claim, NotificationStore, atomically
@@ -78,9 +79,27 @@ def _count_destination_open(name: str, old: State, new: State) -> None:
         metrics.DESTINATION_BREAKER_OPENED.labels(name.split(":")[1]).inc()
 
 
+#: The longest a provider's Retry-After is honoured: past it, the schedule's delay.
+MAX_RETRY_AFTER_S = 86_400.0
+
+
 def backoff(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
     return float(rng() * min(cap, base * 2 ** (attempt - 1)))
+
+
+def retry_delay(
+    retries: RetrySettings, attempt: int, retry_after: float | None = None, rng: Callable[[], float] = random.random
+) -> float:
+    """Seconds before retry `attempt` (1 = the first retry): the schedule's entry jittered by up to 10% either way,
+    or the exponential backoff; never less than what the provider asked for (Retry-After, capped at a day)."""
+    if retries.schedule is not None:
+        delay = retries.schedule[min(attempt, len(retries.schedule)) - 1] * (0.9 + 0.2 * rng())
+    else:
+        delay = backoff(attempt, retries.base_delay, retries.max_delay, rng)
+    if retry_after is not None and retry_after > 0:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
+    return delay
 
 
 class WorkerPool:
@@ -225,12 +244,13 @@ class WorkerPool:
                 metrics.DELIVERIES.labels(job.channel, "deferred").inc()
                 return
             error = public_error(exc)
-            if claim.attempts >= self.settings.retries.max_attempts:
+            retries = self.settings.retries
+            if claim.attempts >= retries.attempts:
                 await self._dead_letter(received, claim, error)
                 return
-            retries = self.settings.retries
             await self.store.finish(job, claim, "retrying", now=self._clock(), error=error[:1000])
-            await self.queue.retry(received, backoff(claim.attempts, retries.base_delay, retries.max_delay))
+            asked = exc.retry_after if isinstance(exc, RetryableError) else None
+            await self.queue.retry(received, retry_delay(retries, claim.attempts, asked))
             metrics.DELIVERIES.labels(job.channel, "retry").inc()
             return
         status = "delivered" if result.delivered else "sent"

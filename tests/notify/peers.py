@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -46,9 +46,10 @@ async def _body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, body: Any = None) -> None:
+async def _respond(send: Send, status: int, body: Any = None, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     payload = json.dumps(body if body is not None else {}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    start = [(b"content-type", b"application/json"), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -69,6 +70,8 @@ class WebhookReceiver:
     `applied` is keyed by webhook-id, so a redelivered duplicate is received but not applied again."""
 
     status: Callable[[int], int] = lambda n: 200
+    #: The Retry-After header of the n-th answer, if any.
+    retry_after: Callable[[int], str | None] = lambda n: None
     #: When set, the receiver applies the request, then waits for `release` before answering.
     hold: bool = False
     requests: list[Delivery] = field(default_factory=list)
@@ -88,7 +91,8 @@ class WebhookReceiver:
         self.arrived.set()
         if self.hold:
             await self.release.wait()
-        await _respond(send, status)
+        asked = self.retry_after(len(self.requests))
+        await _respond(send, status, headers=[(b"retry-after", asked.encode())] if asked is not None else ())
 
     def ids(self) -> list[str]:
         return [request.headers["webhook-id"] for request in self.requests]
@@ -96,9 +100,12 @@ class WebhookReceiver:
 
 @contextlib.asynccontextmanager
 async def webhook_receiver(
-    status: Callable[[int], int] = lambda n: 200, *, hold: bool = False
+    status: Callable[[int], int] = lambda n: 200,
+    *,
+    hold: bool = False,
+    retry_after: Callable[[int], str | None] = lambda n: None,
 ) -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver(status=status, hold=hold)
+    receiver = WebhookReceiver(status=status, hold=hold, retry_after=retry_after)
     async with serve_asgi(receiver) as url:
         receiver.url = f"{url}/hook"
         yield receiver

@@ -121,3 +121,15 @@ async def test_messages_queued_across_a_restart_are_all_delivered(engine_yaml: s
                 statuses = [await status_of(client, base, n) for n in accepted]
     assert len(receiver.applied) == 20
     assert all(s["status"] == "completed" for s in statuses)
+
+
+async def test_a_receivers_retry_after_is_waited_for_before_the_next_try(engine_yaml: str) -> None:
+    first_refused = webhook_receiver(lambda n: 503 if n == 1 else 200, retry_after=lambda n: "1" if n == 1 else None)
+    async with first_refused as receiver:
+        text = gateway_yaml(engine_yaml, channels=webhook_channel(receiver.url), retries="{schedule: [50ms, 50ms]}")
+        async with serve_gateway(settings(text)) as base, httpx.AsyncClient() as client:
+            accepted = await notify(client, base, WELCOME)
+            found = await wait_for_status(client, base, accepted.json()["notification_id"], "delivered")
+    assert delivery(found, "alice", "webhook")["attempts"] == 2
+    first, second = receiver.requests
+    assert second.at - first.at >= 0.95  # the schedule said 50 ms; the receiver asked for 1 s
