@@ -70,6 +70,8 @@ class UpstreamFailed(Event):
 
 @dataclass(frozen=True, slots=True)
 class UrlCreated(Event):
+    """A short link was created."""
+
     type: ClassVar[str] = "url.created"
     short_code: str
     short_url: str
@@ -94,6 +96,8 @@ class UrlClicked(Event):
 
 @dataclass(frozen=True, slots=True)
 class CircuitOpened(Event):
+    """A circuit breaker opened: its dependency (Redis, the database, a channel) is failing."""
+
     type: ClassVar[str] = "circuit.opened"
     breaker: str
     previous: str
@@ -101,6 +105,8 @@ class CircuitOpened(Event):
 
 @dataclass(frozen=True, slots=True)
 class CircuitClosed(Event):
+    """A circuit breaker closed again: its dependency answers."""
+
     type: ClassVar[str] = "circuit.closed"
     breaker: str
     previous: str
@@ -111,6 +117,25 @@ EVENT_CLASSES: dict[str, type[Event]] = {
 }
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_CLASSES)
 _ENVELOPE = frozenset(f.name for f in dataclasses.fields(Event))
+
+
+_JSON_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
+
+
+def catalog() -> list[dict[str, Any]]:
+    """Every event type with its payload fields and their JSON types: what a hook's `when` and template, or a
+    receiver, can read."""
+    entries = []
+    for name, cls in EVENT_CLASSES.items():
+        annotations = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        fields = []
+        for field_name in payload_fields(cls):
+            spelled = [part.strip() for part in annotations[field_name].split("|")]
+            types = [_JSON_TYPES.get(part, "null" if part == "None" else "string") for part in spelled]
+            fields.append({"name": field_name, "type": types[0] if len(types) == 1 else types})
+        doc = (cls.__doc__ or "").strip().split("\n")[0]
+        entries.append({"type": name, "description": doc, "fields": fields})
+    return entries
 
 
 def payload_fields(cls: type[Event]) -> tuple[str, ...]:

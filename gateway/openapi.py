@@ -211,6 +211,33 @@ SCHEMAS: dict[str, Schema] = {
         ["provider_id", "status"],
         closed=False,
     ),
+    "EventTypes": _object(
+        {
+            "event_types": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "type": {"type": "string"},
+                        "description": {"type": "string"},
+                        "fields": {
+                            "type": "array",
+                            "items": _object(
+                                {
+                                    "name": {"type": "string"},
+                                    "type": {
+                                        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+                                    },
+                                },
+                                ["name", "type"],
+                            ),
+                        },
+                    },
+                    ["type", "description", "fields"],
+                ),
+            }
+        },
+        ["event_types"],
+    ),
     "DeadLetters": _object(
         {
             "entries": {
@@ -374,6 +401,13 @@ def document(
                     (403, 409, 422),
                     body=_ref("NotificationRequest"),
                     parameters=[idempotency],
+                )
+            },
+            "/api/v1/notifications/event-types": {
+                "get": _operation(
+                    "The gateway's event types and their fields (what hooks and their receivers can read)",
+                    (200, "Every event type.", _ref("EventTypes")),
+                    secured=False,
                 )
             },
             "/api/v1/notifications/{notification_id}/status": {

@@ -97,6 +97,10 @@ def test_each_success_answer_matches_the_document(gateway: GatewayProcess) -> No
     check = {"user_id": "alice", "endpoint": "/api/v1/urls", "tier": "premium"}
     assert call("POST", "/api/v1/rate-limit/check", 200, body=check)["rule"] == "api"
     assert call("GET", "/api/v1/rate-limit/status", 200)["tier"] == "premium"
+    catalog = call("GET", "/api/v1/notifications/event-types", 200)["event_types"]
+    exceeded = next(entry for entry in catalog if entry["type"] == "ratelimit.exceeded")
+    assert {"name": "tier", "type": "string"} in exceeded["fields"]
+    assert {entry["type"] for entry in catalog} >= {"url.created", "url.clicked", "circuit.opened", "upstream.error"}
     receipt = {"provider_id": "nope", "status": "delivered"}
     assert call("POST", "/api/v1/notifications/receipts/{channel}", 200, path_parameters={"channel": "log"},
                 body=receipt) == {"updated": 0}  # fmt: skip

@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.access import is_admin, require_admin, require_api_key, require_user_or_admin
 from gateway.engines.database import UniqueViolation
+from gateway.events import catalog
 from gateway.exceptions import Conflict, IdempotencyKeyReused, InvalidField, NotFound, StorageError
 from gateway.notify import dlq, metrics
 from gateway.notify.idempotency import MAX_KEY_LENGTH, Idempotency, fingerprint
@@ -136,8 +137,15 @@ async def dlq_replay(request: Request) -> Response:
     return JSONResponse({"id": entry_id, "status": "requeued"}, status_code=202)
 
 
+async def event_types(request: Request) -> Response:
+    """The gateway's event types and their fields: what a hook (or a receiver of its notifications) can read.
+    Public, like the API's description."""
+    return JSONResponse({"event_types": catalog()})
+
+
 ROUTES: list[BaseRoute] = [
     Route("/api/v1/notifications", create, methods=["POST"]),
+    Route("/api/v1/notifications/event-types", event_types, methods=["GET"]),
     Route("/api/v1/notifications/dlq", dlq_list, methods=["GET"]),
     Route("/api/v1/notifications/dlq/{entry_id}/replay", dlq_replay, methods=["POST"]),
     Route("/api/v1/notifications/receipts/{channel}", receipt, methods=["POST"]),
