@@ -215,12 +215,12 @@ class NotificationService:
         rows = await self.store.deliveries(notification_id)
         summary = dict.fromkeys(("total", "sent", "delivered", "opened", "failed", "pending", "skipped"), 0)
         summary["total"] = len(rows)
-        recipients: dict[str, list[dict[str, Any]]] = {}
+        recipients = []
         for row in rows:
             status = row["status"]
             bucket = "pending" if status in PENDING else status
             summary[bucket] += 1
-            recipients.setdefault(row["user_id"], []).append(_view(row))
+            recipients.append(_view(row))
         return {
             "notification_id": notification_id,
             "status": _overall(summary),
@@ -230,7 +230,8 @@ class NotificationService:
             "scheduled_at": format_optional(notification["scheduled_at"]),
             "created_by": notification["created_by"],
             "summary": summary,
-            "recipients": [{"user_id": user, "channels": channels} for user, channels in recipients.items()],
+            # The design's flat list: one entry per recipient and channel.
+            "recipients": recipients,
         }
 
     async def preferences(self, user_id: str) -> Preferences:
@@ -239,7 +240,8 @@ class NotificationService:
 
 
 def _view(row: dict[str, Any]) -> dict[str, Any]:
-    view = {key: row[key] for key in ("channel", "status", "reason", "attempts", "last_error", "provider_id")}
+    keys = ("user_id", "channel", "status", "reason", "attempts", "last_error", "provider_id")
+    view = {key: row[key] for key in keys}
     for key in ("created_at", "updated_at", "sent_at", "delivered_at"):
         view[key] = format_optional(row[key])
     return view

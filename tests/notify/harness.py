@@ -110,7 +110,7 @@ async def wait_for_status(
 
     async def check() -> dict[str, Any] | None:
         found = await status_of(client, base_url, notification_id)
-        statuses = [c["status"] for r in found["recipients"] for c in r["channels"] if c["status"] != "skipped"]
+        statuses = [entry["status"] for entry in found["recipients"] if entry["status"] != "skipped"]
         return found if statuses and all(s in accepted for s in statuses) else None
 
     result: dict[str, Any] | None = await eventually(check, timeout)
@@ -120,11 +120,9 @@ async def wait_for_status(
 
 
 def delivery(found: dict[str, Any], user_id: str, channel: str) -> dict[str, Any]:
-    for recipient in found["recipients"]:
-        if recipient["user_id"] == user_id:
-            for entry in recipient["channels"]:
-                if entry["channel"] == channel:
-                    return dict(entry)
+    for entry in found["recipients"]:
+        if entry["user_id"] == user_id and entry["channel"] == channel:
+            return dict(entry)
     raise KeyError((user_id, channel))
 
 
