@@ -93,6 +93,10 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Link": _object(_LINK, list(_LINK)),
     "LinkDetails": _object(_LINK | _LINK_DETAILS, [*_LINK, *_LINK_DETAILS]),
+    "LinkPage": _object(
+        {"links": {"type": "array", "items": _ref("Link")}, "next_cursor": _nullable({"type": "string"})},
+        ["links", "next_cursor"],
+    ),
     "RateLimitStatus": _object(
         {
             "user_id": {"type": "string"},
@@ -354,13 +358,24 @@ def document(
             }
         },
         "/api/v1/urls": {
+            "get": _operation(
+                "A caller's links, newest first, by cursor (an admin may name any owner)",
+                (200, "One page; next_cursor is null on the last.", _ref("LinkPage")),
+                (403,),
+                parameters=[
+                    {"name": "owner", "in": "query", "schema": {"type": "string", "default": "me"}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                ],
+                secured=False,
+            ),
             "post": _operation(
                 "Create a short link",
                 (201, "Created; Location names the link's metadata.", _ref("Link")),
                 (401, 409),
                 body=_ref("CreateLink"),
                 secured=False,
-            )
+            ),
         },
         "/api/v1/urls/{code}": {
             "parameters": [_path_parameter("code")],

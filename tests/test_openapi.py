@@ -84,6 +84,8 @@ def test_each_success_answer_matches_the_document(gateway: GatewayProcess) -> No
 
     link = call("POST", "/api/v1/urls", 201, body={"long_url": "https://example.com/x", "max_visits": 3})
     code = {"code": link["short_code"]}
+    listed = call("GET", "/api/v1/urls", 200, query={"owner": "me", "limit": 1})
+    assert [item["short_code"] for item in listed["links"]] == [link["short_code"]]
     assert call("GET", "/api/v1/urls/{code}", 200, path_parameters=code)["state"] == "active"
     call("DELETE", "/api/v1/urls/{code}", 204, path_parameters=code)
     welcome = {"user_ids": ["alice"], "template_id": "welcome", "channels": ["log"], "data": {"name": "A"}}

@@ -5,6 +5,8 @@ Who may do what:
   that the embedded default works without declaring keys; a public deployment should turn it on (or put a
   rate-limit rule on POST /api/v1/urls), since an open shortener attracts abuse. The caller's user id (API
   key or trusted user header) becomes the link's owner; anonymous callers create ownerless links.
+- list (`GET /api/v1/urls?owner=me`): a caller's own links, newest first, with cursor paging; an admin may
+  name any owner.
 - read and delete: the owner, or an admin API key. An ownerless link's metadata is public, and only an admin
   may delete it. With `require_api_key`, reads and deletes need an API key too.
 
@@ -13,6 +15,9 @@ Endpoints raise the gateway's errors (gateway/exceptions.py); one handler render
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import time
 
 from starlette.requests import Request
@@ -20,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.access import caller, is_admin, user_of
-from gateway.exceptions import ApiKeyRequired, Forbidden, NotFound
+from gateway.exceptions import ApiKeyRequired, Forbidden, InvalidField, NotFound
 from gateway.request_body import read_json
 from gateway.shortener.service import ShortenerService
 from gateway.shortener.store import Link
@@ -42,6 +47,52 @@ async def create(request: Request) -> Response:
     link = await service.create(wanted, user_of(caller(request)))
     location = f"/api/v1/urls/{link.short_code}"
     return JSONResponse(service.describe(link), status_code=201, headers={"Location": location})
+
+
+#: Links per page of the list: the default, and the most a `limit` may ask for.
+PAGE_SIZE, MAX_PAGE_SIZE = 50, 100
+
+
+async def list_links(request: Request) -> Response:
+    """`GET /api/v1/urls?owner=me&cursor=&limit=`: the caller's links, newest first (an admin may name any owner)."""
+    service = service_of(request)
+    identity = caller(request)
+    query = request.query_params
+    wanted = query.get("owner", "me")
+    me = user_of(identity)
+    owner = me if wanted == "me" else wanted
+    if owner is None:
+        raise Forbidden("listing links needs a user identity (an API key or a trusted user header)")
+    if owner != me and not is_admin(identity):
+        raise Forbidden("only an admin may list another owner's links")
+    try:
+        limit = int(query.get("limit", PAGE_SIZE))
+    except ValueError:
+        raise InvalidField("limit", f"limit must be an integer from 1 to {MAX_PAGE_SIZE}") from None
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidField("limit", f"limit must be an integer from 1 to {MAX_PAGE_SIZE}")
+    cursor = query.get("cursor")
+    after = decode_cursor(cursor) if cursor else None
+    links = await service.store.owned_by(owner, after=after, limit=limit + 1)
+    page, more = links[:limit], len(links) > limit
+    next_cursor = encode_cursor(page[-1]) if more else None
+    return JSONResponse({"links": [service.describe(link) for link in page], "next_cursor": next_cursor})
+
+
+def encode_cursor(link: Link) -> str:
+    """Opaque to clients: where the next page starts (the last link's creation time and code)."""
+    raw = json.dumps([link.created_at, link.short_code], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created_at, code = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(created_at, (int, float)) or isinstance(created_at, bool) or not isinstance(code, str):
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error):
+        raise InvalidField("cursor", "cursor is not one this API gave out (use next_cursor as it is)") from None
+    return float(created_at), code
 
 
 async def read(request: Request) -> Response:
@@ -76,6 +127,7 @@ def may_change(request: Request, link: Link) -> bool:
 
 ROUTES: list[BaseRoute] = [
     Route("/api/v1/urls", create, methods=["POST"]),
+    Route("/api/v1/urls", list_links, methods=["GET"]),
     Route("/api/v1/urls/{code}", read, methods=["GET"]),
     Route("/api/v1/urls/{code}", delete, methods=["DELETE"]),
 ]

@@ -176,6 +176,25 @@ class UrlStore:
         )
         return Link.from_row(row) if row is not None else None
 
+    async def owned_by(self, owner: str, *, after: tuple[float, str] | None, limit: int) -> list[Link]:
+        """`owner`'s links (deleted ones not), newest first, from just after the (created_at, short_code) `after`:
+        keyset paging on the (owner, created_at) index, stable while links are added."""
+        if after is None:
+            sql = (
+                f"SELECT {_COLUMNS} FROM urls WHERE owner = $1 AND deleted_at IS NULL "
+                "ORDER BY created_at DESC, short_code DESC LIMIT $2"
+            )
+            args: tuple[object, ...] = (owner, limit)
+        else:
+            sql = (
+                f"SELECT {_COLUMNS} FROM urls WHERE owner = $1 AND deleted_at IS NULL "
+                "AND (created_at < $2 OR (created_at = $2 AND short_code < $3)) "
+                "ORDER BY created_at DESC, short_code DESC LIMIT $4"
+            )
+            args = (owner, after[0], after[1], limit)
+        rows = await self._call(lambda: self.database.fetch(sql, *args))
+        return [Link.from_row(row) for row in rows]
+
     async def delete(self, code: str, at: float) -> bool:
         """Soft delete: the row stays, so the code is never handed out again."""
         count = await self._call(

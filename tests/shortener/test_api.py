@@ -157,3 +157,40 @@ async def test_the_api_runs_under_a_real_server(backend: Backend) -> None:
         assert created.status_code == 201
         follow = await client.get(f"/{created.json()['short_code']}")
         assert (follow.status_code, follow.headers["location"]) == (301, "https://example.com/real")
+
+
+async def test_an_owner_lists_their_links_newest_first_page_by_page(backend: Backend) -> None:
+    async with running(backend.settings()) as gateway:
+        mine = [
+            (await gateway.create(ALICE, long_url=f"https://example.com/{n}")).json()["short_code"] for n in range(5)
+        ]
+        await gateway.create(BOB, long_url="https://example.com/bob")
+        gone = (await gateway.create(ALICE, long_url="https://example.com/gone")).json()["short_code"]
+        assert (await gateway.client.delete(f"/api/v1/urls/{gone}", headers={"X-API-Key": ALICE})).status_code == 204
+        seen: list[str] = []
+        cursor: str | None = None
+        pages = 0
+        while True:
+            params = {"owner": "me", "limit": "2", **({"cursor": cursor} if cursor else {})}
+            page = await gateway.client.get("/api/v1/urls", params=params, headers={"X-API-Key": ALICE})
+            assert page.status_code == 200, page.text
+            body = page.json()
+            seen += [link["short_code"] for link in body["links"]]
+            pages += 1
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+            # A link created between two pages appears on no later page and moves nothing.
+            if pages == 1:
+                await gateway.create(ALICE, long_url="https://example.com/later")
+        assert seen == mine[::-1] and pages == 3  # newest first; Bob's and the deleted link are not there
+        bobs = await gateway.client.get("/api/v1/urls", params={"owner": "bob"}, headers={"X-API-Key": ALICE})
+        assert bobs.status_code == 403
+        as_admin = await gateway.client.get("/api/v1/urls", params={"owner": "bob"}, headers={"X-API-Key": ROOT})
+        assert [link["long_url"] for link in as_admin.json()["links"]] == ["https://example.com/bob"]
+        anonymous = await gateway.client.get("/api/v1/urls")
+        assert anonymous.status_code == 403
+        bad = await gateway.client.get("/api/v1/urls", params={"cursor": "!!"}, headers={"X-API-Key": ALICE})
+        assert bad.status_code == 400 and bad.json()["field"] == "cursor"
+        too_many = await gateway.client.get("/api/v1/urls", params={"limit": "101"}, headers={"X-API-Key": ALICE})
+        assert too_many.status_code == 400 and too_many.json()["field"] == "limit"
