@@ -93,6 +93,17 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Link": _object(_LINK, list(_LINK)),
     "LinkDetails": _object(_LINK | _LINK_DETAILS, [*_LINK, *_LINK_DETAILS]),
+    "BulkResults": _object(
+        {
+            "results": {
+                "type": "array",
+                "items": _object(
+                    {"status": {"type": "integer"}, "link": _ref("Link"), "error": {"type": "object"}}, ["status"]
+                ),
+            }
+        },
+        ["results"],
+    ),
     "LinkPage": _object(
         {"links": {"type": "array", "items": _ref("Link")}, "next_cursor": _nullable({"type": "string"})},
         ["links", "next_cursor"],
@@ -376,6 +387,18 @@ def document(
                 body=_ref("CreateLink"),
                 secured=False,
             ),
+        },
+        "/api/v1/urls/bulk": {
+            "post": _operation(
+                "Create up to 100 links, each on its own: 201 or the error a single create gets, per item",
+                (200, "One result per item, in order.", _ref("BulkResults")),
+                (401,),
+                body=_object(
+                    {"links": {"type": "array", "items": _ref("CreateLink"), "minItems": 1, "maxItems": 100}},
+                    ["links"],
+                ),
+                secured=False,
+            )
         },
         "/api/v1/urls/{code}": {
             "parameters": [_path_parameter("code")],

@@ -84,8 +84,12 @@ def test_each_success_answer_matches_the_document(gateway: GatewayProcess) -> No
 
     link = call("POST", "/api/v1/urls", 201, body={"long_url": "https://example.com/x", "max_visits": 3})
     code = {"code": link["short_code"]}
+    bulk = call(
+        "POST", "/api/v1/urls/bulk", 200, body={"links": [{"long_url": "https://example.com/b"}, {"long_url": "x"}]}
+    )
+    assert [result["status"] for result in bulk["results"]] == [201, 400]
     listed = call("GET", "/api/v1/urls", 200, query={"owner": "me", "limit": 1})
-    assert [item["short_code"] for item in listed["links"]] == [link["short_code"]]
+    assert [item["short_code"] for item in listed["links"]] == [bulk["results"][0]["link"]["short_code"]]
     assert call("GET", "/api/v1/urls/{code}", 200, path_parameters=code)["state"] == "active"
     call("DELETE", "/api/v1/urls/{code}", 204, path_parameters=code)
     welcome = {"user_ids": ["alice"], "template_id": "welcome", "channels": ["log"], "data": {"name": "A"}}

@@ -5,6 +5,7 @@ Who may do what:
   that the embedded default works without declaring keys; a public deployment should turn it on (or put a
   rate-limit rule on POST /api/v1/urls), since an open shortener attracts abuse. The caller's user id (API
   key or trusted user header) becomes the link's owner; anonymous callers create ownerless links.
+- bulk create (`POST /api/v1/urls/bulk`): as create, per item.
 - list (`GET /api/v1/urls?owner=me`): a caller's own links, newest first, with cursor paging; an admin may
   name any owner.
 - read and delete: the owner, or an admin API key. An ownerless link's metadata is public, and only an admin
@@ -15,18 +16,21 @@ Endpoints raise the gateway's errors (gateway/exceptions.py); one handler render
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import time
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.access import caller, is_admin, user_of
-from gateway.exceptions import ApiKeyRequired, Forbidden, InvalidField, NotFound
+from gateway.exceptions import ApiKeyRequired, Forbidden, GatewayError, InvalidField, NotFound
 from gateway.request_body import read_json
+from gateway.responses import error_parts
 from gateway.shortener.service import ShortenerService
 from gateway.shortener.store import Link
 from gateway.shortener.validation import parse_create
@@ -47,6 +51,33 @@ async def create(request: Request) -> Response:
     link = await service.create(wanted, user_of(caller(request)))
     location = f"/api/v1/urls/{link.short_code}"
     return JSONResponse(service.describe(link), status_code=201, headers={"Location": location})
+
+
+#: Links one bulk create may carry.
+MAX_BULK = 100
+
+
+async def create_many(request: Request) -> Response:
+    """`POST /api/v1/urls/bulk` with `{"links": [...]}`: each item created on its own (concurrently, so their
+    inserts share statements), each with its own answer: 201 and the link, or the error a single create gets."""
+    service = service_of(request)
+    body = await read_json(request)
+    items = body.get("links") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BULK or (isinstance(body, dict) and len(body) != 1):
+        raise InvalidField("links", f'the body must be {{"links": [...]}} with 1 to {MAX_BULK} links')
+    owner = user_of(caller(request))
+    now = time.time()
+
+    async def one(item: object) -> dict[str, Any]:
+        try:
+            link = await service.create(parse_create(item, service.rules, now), owner)
+        except GatewayError as exc:
+            fields, _headers = error_parts(exc)
+            return {"status": exc.status, "error": {"error": exc.error, "detail": str(exc), **fields}}
+        return {"status": 201, "link": service.describe(link)}
+
+    results = await asyncio.gather(*(one(item) for item in items))
+    return JSONResponse({"results": results})
 
 
 #: Links per page of the list: the default, and the most a `limit` may ask for.
@@ -128,6 +159,7 @@ def may_change(request: Request, link: Link) -> bool:
 ROUTES: list[BaseRoute] = [
     Route("/api/v1/urls", create, methods=["POST"]),
     Route("/api/v1/urls", list_links, methods=["GET"]),
+    Route("/api/v1/urls/bulk", create_many, methods=["POST"]),
     Route("/api/v1/urls/{code}", read, methods=["GET"]),
     Route("/api/v1/urls/{code}", delete, methods=["DELETE"]),
 ]

@@ -194,3 +194,34 @@ async def test_an_owner_lists_their_links_newest_first_page_by_page(backend: Bac
         assert bad.status_code == 400 and bad.json()["field"] == "cursor"
         too_many = await gateway.client.get("/api/v1/urls", params={"limit": "101"}, headers={"X-API-Key": ALICE})
         assert too_many.status_code == 400 and too_many.json()["field"] == "limit"
+
+
+async def test_a_bulk_create_answers_each_link_on_its_own(backend: Backend) -> None:
+    async with running(backend.settings()) as gateway:
+        taken = await gateway.code(custom_alias="taken-alias")
+        items = [
+            *({"long_url": f"https://example.com/bulk/{n}"} for n in range(30)),
+            {"long_url": "ftp://example.com/x"},
+            {"long_url": "https://example.com/a", "custom_alias": "taken-alias"},
+            {"long_url": "https://example.com/b", "custom_alias": "fresh-alias"},
+            {"long_url": "https://example.com/c", "custom_alias": "fresh-alias"},
+            "not an object",
+        ]
+        answer = await gateway.client.post("/api/v1/urls/bulk", json={"links": items}, headers={"X-API-Key": ALICE})
+        assert answer.status_code == 200, answer.text
+        results = answer.json()["results"]
+        assert [r["status"] for r in results[:30]] == [201] * 30
+        assert len({r["link"]["short_code"] for r in results[:30]}) == 30
+        assert results[30]["status"] == 400 and results[30]["error"]["field"] == "long_url"
+        assert results[31]["status"] == 409 and results[31]["error"]["error"] == "alias_taken"
+        assert sorted(r["status"] for r in results[32:34]) == [201, 409]  # one alias, two asks: one wins
+        assert results[34]["status"] == 400 and results[34]["error"]["field"] == "body"
+        # Each created link is real, and the failed items created nothing.
+        for result in results[:30]:
+            assert (await gateway.client.get(f"/{result['link']['short_code']}")).status_code in (301, 302)
+        assert (await gateway.client.get(f"/{taken}")).headers["location"] == "https://example.com/page"
+        listed = await gateway.client.get("/api/v1/urls", params={"limit": "100"}, headers={"X-API-Key": ALICE})
+        assert len(listed.json()["links"]) == 31
+        too_many = {"links": [{"long_url": "https://example.com/"}] * 101}
+        refused = await gateway.client.post("/api/v1/urls/bulk", json=too_many, headers={"X-API-Key": ALICE})
+        assert refused.status_code == 400 and refused.json()["field"] == "links"
