@@ -62,6 +62,11 @@ class ShortenerSettings(Model):
     database_deadline: Duration = 1.0
     #: An open database breaker lets the next probe through after this long.
     database_cooldown: Duration = 5.0
+    #: Links expired longer ago than this are archived (deleted: listed and described no more, their code never
+    #: handed out again); null keeps them.
+    expired_retention: Duration | None = 30 * 86_400.0
+    #: How often each replica looks for links to archive.
+    archive_interval: Duration = 3600.0
 
     @field_validator("blocked_domains", "reserved_aliases")
     @classmethod

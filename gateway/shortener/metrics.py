@@ -25,6 +25,9 @@ CODE_COLLISIONS = Counter(
     "gateway_shortener_code_collisions", "Generated codes that were already taken (by an alias); the create retried."
 )
 CREATED = Counter("gateway_shortener_urls_created", "Short links created, by kind (generated, alias).", ["kind"])
+ARCHIVED = Counter(
+    "gateway_shortener_urls_archived", "Links archived by the expiry job (expired longer than expired_retention)."
+)
 CACHE_HITS = Counter(
     "gateway_shortener_cache_hits",
     "Redirect lookups by the layer that answered: lru, redis, database, or negative (a cached unknown code).",

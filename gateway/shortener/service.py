@@ -36,6 +36,8 @@ from gateway.timestamps import format_optional, format_time
 
 #: Generated codes tried before a creation gives up (each retry means an alias had taken the code).
 MAX_CODE_ATTEMPTS = 5
+#: Links archived per statement round.
+ARCHIVE_BATCH = 1000
 MIGRATE_RETRY_S = 2.0
 STOP_TIMEOUT_S = 5.0
 logger = logging.getLogger("gateway.shortener")
@@ -141,8 +143,34 @@ class ShortenerService:
             self._spawn(self.cache.run_forgets())
         if self._subscriber_client is not None:
             self._spawn(self.cache.run_subscriber(self._subscriber_client))
+        if self.config.expired_retention is not None:
+            self._spawn(self._archive_forever())
         # The aggregator's first pass drains what the last run left in the local queue.
         self._graceful += [self._task(self.clicks.run_flusher()), self._task(self.clicks.run_aggregator())]
+
+    async def archive_expired(self) -> int:
+        """One pass: archive every link expired for longer than `expired_retention`; returns how many."""
+        retention = self.config.expired_retention
+        if retention is None:
+            return 0
+        total = 0
+        while True:
+            now = time.time()
+            codes = await self.store.archive_expired(now - retention, now)
+            for code in codes:
+                await self.cache.forget(code)
+            total += len(codes)
+            metrics.ARCHIVED.inc(len(codes))
+            if len(codes) < ARCHIVE_BATCH:
+                return total
+
+    async def _archive_forever(self) -> None:
+        while True:
+            try:
+                await self.archive_expired()
+            except StorageError as exc:
+                logger.warning("archiving expired links failed, trying again later: %s", exc)
+            await asyncio.sleep(self.config.archive_interval)
 
     def _task(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return asyncio.get_running_loop().create_task(coroutine)

@@ -195,6 +195,23 @@ class UrlStore:
         rows = await self._call(lambda: self.database.fetch(sql, *args))
         return [Link.from_row(row) for row in rows]
 
+    async def archive_expired(self, before: float, at: float, *, limit: int = 1000) -> list[str]:
+        """Delete (softly) up to `limit` links that expired before `before`; returns their codes. On the
+        expires_at index; a code two replicas archive at once is archived once."""
+        rows = await self._call(
+            lambda: self.database.fetch(
+                "SELECT short_code FROM urls WHERE expires_at IS NOT NULL AND expires_at < $1 AND deleted_at IS NULL "
+                "ORDER BY expires_at LIMIT $2",
+                float(before),
+                limit,
+            )
+        )
+        archived = []
+        for row in rows:
+            if await self.delete(row["short_code"], at):
+                archived.append(row["short_code"])
+        return archived
+
     async def delete(self, code: str, at: float) -> bool:
         """Soft delete: the row stays, so the code is never handed out again."""
         count = await self._call(

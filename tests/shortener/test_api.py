@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from datetime import UTC, datetime
 
 import httpx
 
@@ -225,3 +227,22 @@ async def test_a_bulk_create_answers_each_link_on_its_own(backend: Backend) -> N
         too_many = {"links": [{"long_url": "https://example.com/"}] * 101}
         refused = await gateway.client.post("/api/v1/urls/bulk", json=too_many, headers={"X-API-Key": ALICE})
         assert refused.status_code == 400 and refused.json()["field"] == "links"
+
+
+async def test_links_expired_longer_than_the_retention_are_archived(backend: Backend) -> None:
+
+    async with running(backend.settings("expired_retention: 1s\narchive_interval: 1h\n")) as gateway:
+        soon = datetime.fromtimestamp(time.time() + 1.0, UTC).isoformat()
+        old = await gateway.code(long_url="https://example.com/old", expires_at=soon)
+        kept = await gateway.code(long_url="https://example.com/kept")
+        assert (await gateway.client.get(f"/api/v1/urls/{old}")).status_code == 200
+        await asyncio.sleep(1.2)
+        assert await gateway.service.archive_expired() == 0  # expired, but within its retention
+        await asyncio.sleep(1.1)
+        assert await gateway.service.archive_expired() == 1
+        assert await gateway.service.archive_expired() == 0  # once
+        assert (await gateway.client.get(f"/api/v1/urls/{old}")).status_code == 404
+        assert (await gateway.client.get(f"/{old}")).status_code == 404
+        assert (await gateway.client.get(f"/{kept}")).status_code in (301, 302)
+        again = await gateway.create(long_url="https://example.com/x", custom_alias=old)
+        assert again.status_code in (400, 409)  # an archived code is never handed out again
