@@ -204,6 +204,26 @@ SCHEMAS: dict[str, Schema] = {
         },
         ["notification_id", "status", "template_id", "priority", "created_at", "summary", "recipients"],
     ),
+    "UserNotifications": _object(
+        {
+            "user_id": {"type": "string"},
+            "notifications": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "notification_id": {"type": "string"},
+                        "template_id": {"type": "string"},
+                        "priority": {"type": "string"},
+                        "created_at": _TIME,
+                        "deliveries": {"type": "array", "items": {"type": "object"}},
+                    },
+                    ["notification_id", "template_id", "priority", "created_at", "deliveries"],
+                ),
+            },
+            "next_cursor": _nullable({"type": "string"}),
+        },
+        ["user_id", "notifications", "next_cursor"],
+    ),
     "PreferencesUpdate": _object(
         {
             "channels": {"type": "array", "items": {"type": "string"}},
@@ -494,6 +514,21 @@ def document(
                     (200, "How many deliveries moved.", _object({"updated": {"type": "integer"}}, ["updated"])),
                     (400, 403, 404, 413, 415),
                     body=_ref("Receipt"),
+                ),
+            },
+            "/api/v1/users/{user_id}/notifications": {
+                "parameters": [_path_parameter("user_id")],
+                "get": _operation(
+                    "A user's notifications, newest first, each with its deliveries to them (the user or an admin)",
+                    (200, "One page; next_cursor is null on the last.", _ref("UserNotifications")),
+                    (403,),
+                    parameters=[
+                        {"name": "from", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                        {"name": "to", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                        {"name": "status", "in": "query", "schema": {"type": "string"}},
+                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                    ],
                 ),
             },
             "/api/v1/users/{user_id}/preferences": {

@@ -99,6 +99,8 @@ def test_each_success_answer_matches_the_document(gateway: GatewayProcess) -> No
     alice = {"user_id": "alice"}
     call("PUT", "/api/v1/users/{user_id}/preferences", 200, path_parameters=alice, body={"channels": ["log"]})
     assert call("GET", "/api/v1/users/{user_id}/preferences", 200, path_parameters=alice)["stored"] is True
+    mine = call("GET", "/api/v1/users/{user_id}/notifications", 200, path_parameters=alice, query={"limit": 10})
+    assert [entry["notification_id"] for entry in mine["notifications"]] == [sent["notification_id"]]
     assert call("GET", "/api/v1/notifications/dlq", 200, query={"limit": 5}) == {"entries": []}
     check = {"user_id": "alice", "endpoint": "/api/v1/urls", "tier": "premium"}
     assert call("POST", "/api/v1/rate-limit/check", 200, body=check)["rule"] == "api"

@@ -10,15 +10,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.access import is_admin, require_admin, require_api_key, require_user_or_admin
+from gateway.cursors import decode_cursor, encode_cursor, page_size
 from gateway.engines.database import UniqueViolation
 from gateway.events import catalog
 from gateway.exceptions import Conflict, IdempotencyKeyReused, InvalidField, NotFound, StorageError
 from gateway.notify import dlq, metrics
 from gateway.notify.idempotency import MAX_KEY_LENGTH, Idempotency, fingerprint
-from gateway.notify.models import parse_preferences, parse_request
+from gateway.notify.models import PENDING, parse_preferences, parse_request
 from gateway.notify.receipts import read_receipt
-from gateway.notify.service import NotificationService
+from gateway.notify.service import NotificationService, delivery_view
 from gateway.request_body import read_json
+from gateway.timestamps import format_time, parse_time
 
 REPLAY_HEADER = "Idempotent-Replay"
 
@@ -93,6 +95,51 @@ async def get_preferences(request: Request) -> Response:
     return JSONResponse({"user_id": user_id, **preferences.to_json(), "stored": preferences.stored})
 
 
+#: The `status` filter of a user's notifications: a delivery status, or `pending` for every not yet sent one.
+STATUS_FILTERS = frozenset({"pending", "sent", "delivered", "opened", "failed", "skipped"})
+
+
+async def user_notifications(request: Request) -> Response:
+    """`GET /api/v1/users/{user_id}/notifications?from=&to=&status=&cursor=&limit=`: newest first, each with its
+    deliveries to that user; the user themself or an admin."""
+    service = service_of(request)
+    user_id = request.path_params["user_id"]
+    require_user_or_admin(request, user_id, "reading a user's notifications")
+    query = request.query_params
+    since = parse_time("from", query["from"]) if "from" in query else None
+    until = parse_time("to", query["to"]) if "to" in query else None
+    statuses: list[str] | None = None
+    if "status" in query:
+        wanted = [part.strip() for part in query["status"].split(",") if part.strip()]
+        unknown = sorted(set(wanted) - STATUS_FILTERS)
+        if not wanted or unknown:
+            raise InvalidField("status", f"status must be some of {sorted(STATUS_FILTERS)} (comma-separated)")
+        statuses = sorted({s for want in wanted for s in (PENDING if want == "pending" else {want})})
+    limit = page_size(query.get("limit"))
+    cursor = query.get("cursor")
+    found = await service.store.user_notifications(
+        user_id,
+        since=since,
+        until=until,
+        statuses=statuses,
+        after=decode_cursor(cursor) if cursor else None,
+        limit=limit + 1,
+    )
+    page = found[:limit]
+    next_cursor = encode_cursor(page[-1][0]["created_at"], page[-1][0]["id"]) if len(found) > limit else None
+    entries = [
+        {
+            "notification_id": notification["id"],
+            "template_id": notification["template_id"],
+            "priority": notification["priority"],
+            "created_at": format_time(notification["created_at"]),
+            "deliveries": [delivery_view(row) for row in rows],
+        }
+        for notification, rows in page
+    ]
+    return JSONResponse({"user_id": user_id, "notifications": entries, "next_cursor": next_cursor})
+
+
 async def put_preferences(request: Request) -> Response:
     service = service_of(request)
     user_id = request.path_params["user_id"]
@@ -151,5 +198,6 @@ ROUTES: list[BaseRoute] = [
     Route("/api/v1/notifications/receipts/{channel}", receipt, methods=["POST"]),
     Route("/api/v1/notifications/{notification_id}/status", status, methods=["GET"]),
     Route("/api/v1/users/{user_id}/preferences", get_preferences, methods=["GET"]),
+    Route("/api/v1/users/{user_id}/notifications", user_notifications, methods=["GET"]),
     Route("/api/v1/users/{user_id}/preferences", put_preferences, methods=["PUT"]),
 ]

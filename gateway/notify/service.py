@@ -220,7 +220,7 @@ class NotificationService:
             status = row["status"]
             bucket = "pending" if status in PENDING else status
             summary[bucket] += 1
-            recipients.append(_view(row))
+            recipients.append(delivery_view(row))
         return {
             "notification_id": notification_id,
             "status": _overall(summary),
@@ -239,7 +239,8 @@ class NotificationService:
         return stored.get(user_id) or Preferences(user_id, channels=self.router.default_channels)
 
 
-def _view(row: dict[str, Any]) -> dict[str, Any]:
+def delivery_view(row: dict[str, Any]) -> dict[str, Any]:
+    """One delivery (a user and a channel) as the API shows it."""
     keys = ("user_id", "channel", "status", "reason", "attempts", "last_error", "provider_id")
     view = {key: row[key] for key in keys}
     for key in ("created_at", "updated_at", "sent_at", "delivered_at"):

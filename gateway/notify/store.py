@@ -50,7 +50,9 @@ MIGRATIONS = [
             failed_at DOUBLE PRECISION NOT NULL, replayed_at DOUBLE PRECISION);
         CREATE INDEX notify_dlq_failed ON notify_dlq (replayed_at, failed_at)
         """,
-    )
+    ),
+    # A user's notifications, newest first (GET /api/v1/users/{id}/notifications): the design's user_notifications.
+    Migration("notify", 2, "CREATE INDEX notify_deliveries_user ON notify_deliveries (user_id, created_at)"),
 ]
 DELIVERY_COLUMNS = (
     "notification_id", "user_id", "channel", "status", "reason", "address", "digest_id", "due_at", "created_at",
@@ -137,6 +139,63 @@ class NotificationStore:
         return await self.db.fetch(
             "SELECT * FROM notify_deliveries WHERE notification_id = $1 ORDER BY user_id, channel", notification_id
         )
+
+    async def user_notifications(
+        self,
+        user_id: str,
+        *,
+        since: float | None,
+        until: float | None,
+        statuses: Sequence[str] | None,
+        after: tuple[float, str] | None,
+        limit: int,
+    ) -> list[tuple[Row, list[Row]]]:
+        """`user_id`'s notifications created in [since, until), newest first, each with its deliveries to that user
+        (only those in `statuses`, when given), from just after the (created_at, notification_id) `after`."""
+        args: list[Any] = [user_id]
+        where = "user_id = $1"
+        if since is not None:
+            args.append(since)
+            where += f" AND created_at >= ${len(args)}"
+        if until is not None:
+            args.append(until)
+            where += f" AND created_at < ${len(args)}"
+        if statuses:
+            where += f" AND status IN ({placeholders(len(args) + 1, len(statuses))})"
+            args += statuses
+        if after is not None:
+            n = len(args)
+            where += f" AND (created_at < ${n + 1} OR (created_at = ${n + 1} AND notification_id < ${n + 2}))"
+            args += after
+        picked = await self.db.fetch(
+            f"SELECT notification_id, MAX(created_at) AS created_at FROM notify_deliveries WHERE {where} "
+            f"GROUP BY notification_id ORDER BY MAX(created_at) DESC, notification_id DESC LIMIT ${len(args) + 1}",
+            *args,
+            limit,
+        )
+        if not picked:
+            return []
+        ids = [row["notification_id"] for row in picked]
+        marks = placeholders(2, len(ids))
+        found = await self.db.fetch(
+            f"SELECT * FROM notify_notifications WHERE id IN ({placeholders(1, len(ids))})", *ids
+        )
+        notifications = {row["id"]: row for row in found}
+        deliveries: dict[str, list[Row]] = {}
+        status_clause = ""
+        extra: list[Any] = []
+        if statuses:
+            status_clause = f" AND status IN ({placeholders(2 + len(ids), len(statuses))})"
+            extra = list(statuses)
+        for row in await self.db.fetch(
+            f"SELECT * FROM notify_deliveries WHERE user_id = $1 AND notification_id IN ({marks}){status_clause} "
+            "ORDER BY channel",
+            user_id,
+            *ids,
+            *extra,
+        ):
+            deliveries.setdefault(row["notification_id"], []).append(row)
+        return [(notifications[i], deliveries.get(i, [])) for i in ids if i in notifications]
 
     async def claim(self, job: Job, *, now: float, lease_s: float) -> Claim | None:
         """Take the job's deliveries for sending; None if they are finished or a live worker holds them."""

@@ -17,9 +17,6 @@ Endpoints raise the gateway's errors (gateway/exceptions.py); one handler render
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import time
 from typing import Any
 
@@ -28,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.access import caller, is_admin, user_of
+from gateway.cursors import decode_cursor, encode_cursor, page_size
 from gateway.exceptions import ApiKeyRequired, Forbidden, GatewayError, InvalidField, NotFound
 from gateway.request_body import read_json
 from gateway.responses import error_parts
@@ -80,10 +78,6 @@ async def create_many(request: Request) -> Response:
     return JSONResponse({"results": results})
 
 
-#: Links per page of the list: the default, and the most a `limit` may ask for.
-PAGE_SIZE, MAX_PAGE_SIZE = 50, 100
-
-
 async def list_links(request: Request) -> Response:
     """`GET /api/v1/urls?owner=me&cursor=&limit=`: the caller's links, newest first (an admin may name any owner)."""
     service = service_of(request)
@@ -96,34 +90,13 @@ async def list_links(request: Request) -> Response:
         raise Forbidden("listing links needs a user identity (an API key or a trusted user header)")
     if owner != me and not is_admin(identity):
         raise Forbidden("only an admin may list another owner's links")
-    try:
-        limit = int(query.get("limit", PAGE_SIZE))
-    except ValueError:
-        raise InvalidField("limit", f"limit must be an integer from 1 to {MAX_PAGE_SIZE}") from None
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidField("limit", f"limit must be an integer from 1 to {MAX_PAGE_SIZE}")
+    limit = page_size(query.get("limit"))
     cursor = query.get("cursor")
     after = decode_cursor(cursor) if cursor else None
     links = await service.store.owned_by(owner, after=after, limit=limit + 1)
     page, more = links[:limit], len(links) > limit
-    next_cursor = encode_cursor(page[-1]) if more else None
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].short_code) if more else None
     return JSONResponse({"links": [service.describe(link) for link in page], "next_cursor": next_cursor})
-
-
-def encode_cursor(link: Link) -> str:
-    """Opaque to clients: where the next page starts (the last link's creation time and code)."""
-    raw = json.dumps([link.created_at, link.short_code], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        created_at, code = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(created_at, (int, float)) or isinstance(created_at, bool) or not isinstance(code, str):
-            raise ValueError
-    except (ValueError, TypeError, binascii.Error):
-        raise InvalidField("cursor", "cursor is not one this API gave out (use next_cursor as it is)") from None
-    return float(created_at), code
 
 
 async def read(request: Request) -> Response:

@@ -213,3 +213,39 @@ async def test_sms_receipts_need_twilios_signature_and_move_the_status_forward(s
             assert (await client.post(receipts, json=backwards, headers={"X-API-Key": ADMIN_KEY})).json() == {
                 "updated": 0
             }
+
+
+async def test_a_users_notifications_newest_first_by_page_and_filter(engine_yaml: str) -> None:
+    text = gateway_yaml(engine_yaml, channels="log: {plugin: log}\n")
+    async with serve_gateway(settings(text)) as base, httpx.AsyncClient() as client:
+        ids = []
+        for name in ("one", "two", "three"):
+            body = {"user_ids": ["alice", "bob"], "template_id": "welcome", "channels": ["log"], "data": {"name": name}}
+            ids.append((await notify(client, base, body)).json()["notification_id"])
+            await asyncio.sleep(0.01)
+        later = {"user_ids": ["bob"], "template_id": "welcome", "channels": ["log"], "data": {"name": "b"}}
+        await notify(client, base, later)
+        for notification_id in ids:
+            await wait_for_status(client, base, notification_id, "delivered")
+        admin = {"X-API-Key": ADMIN_KEY}
+        url = f"{base}/api/v1/users/alice/notifications"
+        first = (await client.get(url, params={"limit": "2"}, headers=admin)).json()
+        second = (await client.get(url, params={"limit": "2", "cursor": first["next_cursor"]}, headers=admin)).json()
+        listed = [entry["notification_id"] for entry in first["notifications"] + second["notifications"]]
+        assert listed == ids[::-1] and second["next_cursor"] is None
+        entry = first["notifications"][0]
+        assert entry["template_id"] == "welcome" and [d["channel"] for d in entry["deliveries"]] == ["log"]
+        assert {d["user_id"] for e in first["notifications"] for d in e["deliveries"]} == {"alice"}
+        delivered = (await client.get(url, params={"status": "delivered"}, headers=admin)).json()
+        assert len(delivered["notifications"]) == 3
+        pending = (await client.get(url, params={"status": "pending,failed"}, headers=admin)).json()
+        assert pending["notifications"] == []
+        since = entry["created_at"]
+        recent = (await client.get(url, params={"from": since}, headers=admin)).json()
+        assert [e["notification_id"] for e in recent["notifications"]] == [ids[-1]]
+        stranger = await client.get(url, headers={"X-API-Key": API_KEY})
+        assert stranger.status_code == 403
+        bad = await client.get(url, params={"status": "lost"}, headers=admin)
+        assert bad.status_code == 400 and bad.json()["field"] == "status"
+        no_offset = await client.get(url, params={"from": "2030-01-01T00:00:00"}, headers=admin)
+        assert no_offset.status_code == 400 and no_offset.json()["field"] == "from"
