@@ -357,6 +357,13 @@ def _operation(
     return operation
 
 
+def _image_operation(operation: Schema) -> Schema:
+    """`operation` whose 200 is an SVG or a PNG image."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    operation["responses"]["200"]["content"] = {"image/svg+xml": binary, "image/png": binary}
+    return operation
+
+
 def _path_parameter(name: str) -> Schema:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 
@@ -433,6 +440,21 @@ def document(
                 (204, "Deleted.", None),
                 (401, 403, 404),
                 secured=False,
+            ),
+        },
+        "/api/v1/urls/{code}/qr": {
+            "parameters": [_path_parameter("code")],
+            "get": _image_operation(
+                _operation(
+                    "The short URL as a QR code (whoever may read the link)",
+                    (200, "The image.", None),
+                    (401, 403, 404),
+                    parameters=[
+                        {"name": "format", "in": "query", "schema": {"enum": ["svg", "png"], "default": "svg"}},
+                        {"name": "size", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 40}},
+                    ],
+                    secured=False,
+                )
             ),
         },
         "/api/v1/rate-limit/status": {

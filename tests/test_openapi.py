@@ -91,6 +91,9 @@ def test_each_success_answer_matches_the_document(gateway: GatewayProcess) -> No
     listed = call("GET", "/api/v1/urls", 200, query={"owner": "me", "limit": 1})
     assert [item["short_code"] for item in listed["links"]] == [bulk["results"][0]["link"]["short_code"]]
     assert call("GET", "/api/v1/urls/{code}", 200, path_parameters=code)["state"] == "active"
+    qr = schema["/api/v1/urls/{code}/qr"]["GET"].Case(path_parameters=code, query={"format": "png"})
+    image = qr.call_and_validate(base_url=gateway.url, headers=admin, checks=CHECKS, timeout=10)
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
     call("DELETE", "/api/v1/urls/{code}", 204, path_parameters=code)
     welcome = {"user_ids": ["alice"], "template_id": "welcome", "channels": ["log"], "data": {"name": "A"}}
     sent = call("POST", "/api/v1/notifications", 202, body=welcome, headers={"Idempotency-Key": "k1"})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import time
 from datetime import UTC, datetime
@@ -246,3 +247,32 @@ async def test_links_expired_longer_than_the_retention_are_archived(backend: Bac
         assert (await gateway.client.get(f"/{kept}")).status_code in (301, 302)
         again = await gateway.create(long_url="https://example.com/x", custom_alias=old)
         assert again.status_code in (400, 409)  # an archived code is never handed out again
+
+
+async def test_a_links_qr_code_encodes_its_short_url(backend: Backend) -> None:
+    import xml.etree.ElementTree as ElementTree
+
+    import segno
+
+    async with running(backend.settings()) as gateway:
+        code = (await gateway.create(ALICE, long_url="https://example.com/qr")).json()["short_code"]
+        short_url = f"{PUBLIC_URL}/{code}"
+        own = {"X-API-Key": ALICE}
+        svg = await gateway.client.get(f"/api/v1/urls/{code}/qr", headers=own)
+        assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+        assert ElementTree.fromstring(svg.content).tag.endswith("svg")
+        png = await gateway.client.get(f"/api/v1/urls/{code}/qr", params={"format": "png", "size": "8"}, headers=own)
+        assert png.status_code == 200 and png.content.startswith(b"\x89PNG\r\n\x1a\n")
+        # The symbol is the short URL's: byte for byte the image of encoding it directly (segno is deterministic).
+        expected = io.BytesIO()
+        segno.make(short_url, error="m", boost_error=False).save(expected, kind="png", scale=8)
+        assert png.content == expected.getvalue()
+        other = io.BytesIO()
+        segno.make(short_url + "x", error="m", boost_error=False).save(other, kind="png", scale=8)
+        assert png.content != other.getvalue()
+        assert (await gateway.client.get(f"/api/v1/urls/{code}/qr", headers={"X-API-Key": BOB})).status_code == 403
+        bad = await gateway.client.get(f"/api/v1/urls/{code}/qr", params={"format": "gif"}, headers=own)
+        assert bad.status_code == 400 and bad.json()["field"] == "format"
+        huge = await gateway.client.get(f"/api/v1/urls/{code}/qr", params={"size": "500"}, headers=own)
+        assert huge.status_code == 400 and huge.json()["field"] == "size"
+        assert (await gateway.client.get("/api/v1/urls/nope/qr", headers=own)).status_code == 404
