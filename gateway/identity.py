@@ -1,4 +1,5 @@
-"""Who a request is: an API key from config, a user header from a trusted auth layer, or the client address.
+"""Who a request is: an API key from config, a verified JWT, a user header from a trusted auth layer, or the
+client address.
 
 An API key that is present but unknown gets 401: a typo must not silently fall back to anonymous limits.
 """
@@ -14,8 +15,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.client_ip import TrustedProxies
 from gateway.config.ratelimit import ApiKey, IdentitySettings
 from gateway.responses import send_error
+from gateway.tokens import InvalidToken, TokenVerifier
 
-IdentityKind = Literal["api_key", "user_header", "ip"]
+IdentityKind = Literal["api_key", "jwt", "user_header", "ip"]
 
 
 class Identity(NamedTuple):
@@ -34,6 +36,9 @@ class Identity(NamedTuple):
 
 class InvalidApiKey(Exception):
     pass
+
+
+BEARER = b"bearer "
 
 
 def _digest(key: str) -> bytes:
@@ -55,6 +60,8 @@ class IdentityResolver:
         self.client_headers = frozenset(
             name for name in (self._api_key_header, self._user_header, self._tier_header) if name is not None
         )
+        #: Verifies `Authorization: Bearer` JWTs, when identities.jwt is configured.
+        self.tokens = TokenVerifier(settings.jwt, self.tiers) if settings.jwt is not None else None
         own = settings.upstream_headers
         self._own = (
             (own.user_id.lower().encode(), own.tier.lower().encode(), own.kind.lower().encode()) if own else None
@@ -70,10 +77,12 @@ class IdentityResolver:
         return [(user_id, identity.user_id.encode()), (tier, identity.tier.encode()), (kind, identity.kind.encode())]
 
     def resolve(self, scope: Scope) -> Identity:
-        api_key = user_id = tier = None
+        api_key = user_id = tier = bearer = None
         for name, value in scope["headers"]:
             if name == self._api_key_header:
                 api_key = value
+            elif name == b"authorization" and self.tokens is not None and value[:7].lower() == BEARER:
+                bearer = value[7:].strip()
             elif name == self._user_header:
                 user_id = value.decode("latin-1").strip()
             elif name == self._tier_header:
@@ -83,6 +92,9 @@ class IdentityResolver:
             if entry is None or not hmac.compare_digest(entry.key.encode(), api_key):
                 raise InvalidApiKey()
             return Identity(entry.user_id, entry.tier, "api_key", entry.admin)
+        if bearer is not None and self.tokens is not None:
+            token_user, token_tier = self.tokens.verify(bearer)
+            return Identity(token_user, token_tier, "jwt")
         client_ip: str = scope.get("gateway.client_ip") or (scope["client"][0] if scope.get("client") else "")
         peer = scope["client"][0] if scope.get("client") else ""
         user = self.settings.user_header
@@ -108,6 +120,13 @@ class IdentityMiddleware:
             return
         try:
             scope["gateway.identity"] = self.resolver.resolve(scope)
+        except InvalidToken as exc:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": "invalid token"})
+                return
+            challenge = [(b"www-authenticate", b'Bearer error="invalid_token"')]
+            await send_error(send, 401, "invalid_token", str(exc), scope.get("gateway.request_id"), challenge)
+            return
         except InvalidApiKey:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008, "reason": "invalid API key"})

@@ -53,6 +53,7 @@ class Runtime:
         self.router = Router(settings.routes)
         self.readiness: dict[str, health.ReadinessCheck] = dict(engines.readiness)
         self.identities = IdentityResolver(settings.identities, settings.ratelimit.tiers, self.trusted)
+        self._jwks: asyncio.Task[None] | None = None
         self.ratelimit = RateLimitService(
             settings.ratelimit, engines.scripts, breaker=engines.breaker, events=events, local_engine=engines.embedded
         )
@@ -126,8 +127,14 @@ class Runtime:
         """Opens what needs the event loop; called before the runtime serves its first request."""
         await self.notifications.start()
         await self.shortener.start()
+        tokens = self.identities.tokens
+        if tokens is not None and tokens.fetches_keys:
+            self._jwks = asyncio.get_running_loop().create_task(tokens.refresh_forever(), name="jwks")
 
     async def aclose(self) -> None:
+        if self._jwks is not None:
+            self._jwks.cancel()
+            await asyncio.gather(self._jwks, return_exceptions=True)
         await self.notifications.aclose()
         await self.shortener.aclose()
         await asyncio.gather(*(upstream.aclose() for upstream in self.upstreams.values()))

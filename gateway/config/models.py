@@ -176,6 +176,8 @@ class Settings(Model):
         check_tier(("identities", "anonymous_tier"), identities.anonymous_tier)
         if identities.user_header is not None:
             check_tier(("identities", "user_header", "default_tier"), identities.user_header.default_tier)
+        if identities.jwt is not None:
+            check_tier(("identities", "jwt", "default_tier"), identities.jwt.default_tier)
         keys: set[str] = set()
         for index, api_key in enumerate(identities.api_keys):
             check_tier(("identities", "api_keys", index, "tier"), api_key.tier)

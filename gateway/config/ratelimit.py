@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -37,6 +39,53 @@ class UserHeader(Model):
     default_tier: str = "free"
 
 
+JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
+
+
+class JwtSettings(Model):
+    """Identity from a signed JWT in `Authorization: Bearer <token>`. A token that is present but does not verify
+    (signature, exp, nbf, aud, iss) is a 401, never an anonymous caller."""
+
+    #: The algorithms accepted; a token naming another is refused (no "none", no algorithm confusion).
+    algorithms: tuple[JwtAlgorithm, ...] = ("HS256",)
+    #: The shared secret of HS* tokens.
+    secret: str | None = Field(None, min_length=16)
+    #: A JWKS document (RS*/ES*/PS* public keys, chosen by the token's `kid`): a file, or a URL fetched at start
+    #: and every `jwks_refresh` in the background (the keys last fetched keep working while it is unreachable).
+    jwks_file: str | None = None
+    jwks_url: str | None = None
+    jwks_refresh: Duration = 3600.0
+    audience: str | None = None
+    issuer: str | None = None
+    #: Clock skew allowed on exp and nbf.
+    leeway: Duration = 30.0
+    #: The claims that name the user and the tier; a tier the config does not declare is `default_tier`.
+    user_claim: str = "sub"
+    tier_claim: str = "tier"
+    default_tier: str = "free"
+
+    @model_validator(mode="after")
+    def _keys(self) -> JwtSettings:
+        symmetric = any(name.startswith("HS") for name in self.algorithms)
+        asymmetric = any(not name.startswith("HS") for name in self.algorithms)
+        if symmetric and self.secret is None:
+            raise ValueError("HS* algorithms need a secret")
+        if asymmetric and self.jwks_file is None and self.jwks_url is None:
+            raise ValueError("RS*/ES*/PS* algorithms need jwks_file or jwks_url")
+        if self.jwks_file is not None and self.jwks_url is not None:
+            raise ValueError("give either jwks_file or jwks_url, not both")
+        if self.jwks_file is not None:
+            try:
+                keys = json.loads(Path(self.jwks_file).read_text())["keys"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"jwks_file {self.jwks_file!r} is not a readable JWKS document: {exc}") from None
+            if not isinstance(keys, list) or not keys:
+                raise ValueError(f"jwks_file {self.jwks_file!r} holds no keys")
+        if self.jwks_url is not None and not self.jwks_url.startswith(("https://", "http://")):
+            raise ValueError("jwks_url must be an http(s) URL")
+        return self
+
+
 class UpstreamIdentityHeaders(Model):
     """Headers the gateway sets on proxied requests to say who it established the caller is. A client's own
     copies of them are always dropped, so an upstream can trust them."""
@@ -51,6 +100,8 @@ class IdentitySettings(Model):
     api_key_header: str = "X-API-Key"
     api_keys: tuple[ApiKey, ...] = ()
     user_header: UserHeader | None = UserHeader()
+    #: Identity from a JWT (after API keys, before the user header); null: none.
+    jwt: JwtSettings | None = None
     #: Tier of requests identified by client address only.
     anonymous_tier: str = ANONYMOUS_TIER
     #: null: set none (the client's copies are still dropped).
