@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -9,6 +10,16 @@ import pytest
 from gateway.engines.database import Database
 from tests import services
 from tests.proxy_fixtures import upstream  # noqa: F401  (the session's test upstream, for every module)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (a CI time limit, `timeout`) ends the session as Ctrl-C does, so the fixtures' finally blocks
+    stop every Redis, PostgreSQL and gateway the tests started; the default SIGTERM would leave them running."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.fixture(scope="session")
