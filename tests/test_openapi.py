@@ -5,7 +5,6 @@ content type, body schema) and never a 5xx."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,42 +19,19 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.notify.harness import ADMIN_KEY, TEMPLATES
+from tests.notify.harness import ADMIN_KEY
+from tests.own_api import USER_KEY, own_api_config
 from tests.proxy_fixtures import GatewayProcess, gateway_process
 
 pytestmark = pytest.mark.slow
-USER_KEY = "user-key-0001"
 EXAMPLES_PER_OPERATION = 30
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-
-
-def config(directory: Path) -> str:
-    templates = "\n".join("    " + line for line in TEMPLATES.splitlines())
-    return f"""
-server: {{access_log: false, public_url: "http://gw.test"}}
-engine:
-  kind: embedded
-  database: {{url: "sqlite:///{directory}/gateway.db"}}
-identities:
-  api_keys:
-    - {{key: {ADMIN_KEY}, user_id: root, tier: premium, admin: true}}
-    - {{key: {USER_KEY}, user_id: alice, tier: free}}
-ratelimit:
-  tiers: [anonymous, free, premium]
-  rules:
-    - {{name: api, tier: premium, match: "/api/v1/*", windows: ["100000/1m"]}}
-notifications:
-  channels:
-    log: {{plugin: log}}
-  templates:
-{templates}
-"""
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     directory = tmp_path_factory.mktemp("openapi")
-    with gateway_process(config(directory), directory) as process:
+    with gateway_process(own_api_config(directory), directory) as process:
         yield process
 
 
@@ -105,7 +81,7 @@ def test_each_success_answer_matches_the_document(gateway: GatewayProcess) -> No
     mine = call("GET", "/api/v1/users/{user_id}/notifications", 200, path_parameters=alice, query={"limit": 10})
     assert [entry["notification_id"] for entry in mine["notifications"]] == [sent["notification_id"]]
     assert call("GET", "/api/v1/notifications/dlq", 200, query={"limit": 5}) == {"entries": []}
-    check = {"user_id": "alice", "endpoint": "/api/v1/urls", "tier": "premium"}
+    check = {"user_id": "alice", "endpoint": "/api/v1/urls", "tier": "free"}
     assert call("POST", "/api/v1/rate-limit/check", 200, body=check)["rule"] == "api"
     assert call("GET", "/api/v1/rate-limit/status", 200)["tier"] == "premium"
     catalog = call("GET", "/api/v1/notifications/event-types", 200)["event_types"]

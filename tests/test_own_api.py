@@ -16,37 +16,16 @@ from gateway.exceptions import Conflict
 from gateway.notify.api import answer
 from gateway.responses import ErrorResponse
 from gateway.settings import parse_settings
-from tests.notify.harness import ADMIN_KEY, TEMPLATES
+from tests.notify.harness import ADMIN_KEY
+from tests.own_api import USER_KEY, own_api_config
 
-USER_KEY = "user-key-0001"
 #: The one format of every timestamp the API writes.
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
-def settings_text(directory: Path) -> str:
-    templates = "\n".join("    " + line for line in TEMPLATES.splitlines())
-    return f"""
-server: {{access_log: false, public_url: "http://gw.test"}}
-engine: {{kind: embedded, database: {{url: "sqlite:///{directory}/gateway.db"}}}}
-identities:
-  api_keys:
-    - {{key: {ADMIN_KEY}, user_id: root, tier: premium, admin: true}}
-    - {{key: {USER_KEY}, user_id: alice, tier: free}}
-ratelimit:
-  tiers: [anonymous, free, premium]
-  rules:
-    - {{name: api, tier: free, match: "/api/v1/*", windows: ["1000/1m"]}}
-notifications:
-  channels:
-    log: {{plugin: log}}
-  templates:
-{templates}
-"""
-
-
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(parse_settings(settings_text(tmp_path), environ={}))
+    app = create_app(parse_settings(own_api_config(tmp_path), environ={}))
     await app.startup()
     try:
         transport = httpx.ASGITransport(app=app)
