@@ -6,9 +6,11 @@ The identity middleware has already said who the caller is (gateway/identity.py)
 from __future__ import annotations
 
 from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.exceptions import Forbidden
 from gateway.identity import Identity
+from gateway.responses import send_gateway_error
 
 
 def caller(request: Request) -> Identity | None:
@@ -50,3 +52,43 @@ def require_user_or_admin(request: Request, user_id: str, action: str) -> Identi
         raise Forbidden(f"{action}: only the user themself or an admin API key")
     assert identity is not None
     return identity
+
+
+#: The scope each part of the own API needs of a managed key (gateway/apikeys.py), by path prefix.
+SCOPED_PREFIXES = (
+    ("/api/v1/keys", "admin"),
+    ("/api/v1/rate-limit/check", "admin"),
+    ("/api/v1/notifications/dlq", "admin"),
+    ("/api/v1/urls", "links"),
+    ("/api/v1/notifications", "notifications"),
+    ("/api/v1/users/", "notifications"),
+)
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def scope_refusal(identity: Identity | None, path: str, method: str) -> str | None:
+    """Why a managed key may not make this call, or None. Keys from the YAML (scopes None) may make any."""
+    if identity is None or identity.scopes is None or "admin" in identity.scopes:
+        return None
+    for prefix, needed in SCOPED_PREFIXES:
+        if path.startswith(prefix):
+            reads = needed != "admin" and method in READ_METHODS and "read" in identity.scopes
+            if needed in identity.scopes or reads:
+                return None
+            return f"this API key's scopes ({', '.join(sorted(identity.scopes))}) do not allow this call"
+    return None
+
+
+class ScopeMiddleware:
+    """Refuses, before any endpoint runs, a managed key's call outside its scopes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = scope_refusal(scope.get("gateway.identity"), scope["path"], scope["method"])
+            if refusal is not None:
+                await send_gateway_error(send, Forbidden(refusal), scope.get("gateway.request_id"))
+                return
+        await self.app(scope, receive, send)

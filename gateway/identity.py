@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Literal, NamedTuple
+from collections.abc import Mapping
+from typing import Literal, NamedTuple, Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -27,6 +28,8 @@ class Identity(NamedTuple):
     tier: str
     kind: IdentityKind
     admin: bool = False
+    #: A managed API key's scopes (gateway/apikeys.py); None: every scope (a key from the YAML, any other caller).
+    scopes: frozenset[str] | None = None
 
     @property
     def key(self) -> str:
@@ -36,6 +39,22 @@ class Identity(NamedTuple):
 
 class InvalidApiKey(Exception):
     pass
+
+
+class ManagedKey(Protocol):
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def tier(self) -> str: ...
+    @property
+    def scopes(self) -> frozenset[str]: ...
+
+
+class ManagedKeys(Protocol):
+    """The keys managed through the admin API (gateway/apikeys.py KeyRing): digest → key, reloaded in place."""
+
+    @property
+    def active(self) -> Mapping[bytes, ManagedKey]: ...
 
 
 BEARER = b"bearer "
@@ -60,6 +79,8 @@ class IdentityResolver:
         self.client_headers = frozenset(
             name for name in (self._api_key_header, self._user_header, self._tier_header) if name is not None
         )
+        #: The keys managed through /api/v1/keys (set by the runtime when there is a database).
+        self.keyring: ManagedKeys | None = None
         #: Verifies `Authorization: Bearer` JWTs, when identities.jwt is configured.
         self.tokens = TokenVerifier(settings.jwt, self.tiers) if settings.jwt is not None else None
         own = settings.upstream_headers
@@ -88,10 +109,14 @@ class IdentityResolver:
             elif name == self._tier_header:
                 tier = value.decode("latin-1").strip()
         if api_key is not None:
-            entry = self._keys.get(hashlib.sha256(api_key).digest())
-            if entry is None or not hmac.compare_digest(entry.key.encode(), api_key):
+            key_digest = hashlib.sha256(api_key).digest()
+            entry = self._keys.get(key_digest)
+            if entry is not None and hmac.compare_digest(entry.key.encode(), api_key):
+                return Identity(entry.user_id, entry.tier, "api_key", entry.admin)
+            stored = self.keyring.active.get(key_digest) if self.keyring is not None else None
+            if stored is None:
                 raise InvalidApiKey()
-            return Identity(entry.user_id, entry.tier, "api_key", entry.admin)
+            return Identity(stored.user_id, stored.tier, "api_key", "admin" in stored.scopes, stored.scopes)
         if bearer is not None and self.tokens is not None:
             token_user, token_tier = self.tokens.verify(bearer)
             return Identity(token_user, token_tier, "jwt")

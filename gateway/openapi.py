@@ -66,6 +66,16 @@ _LINK_DETAILS: dict[str, Schema] = {
     },
 }
 
+_API_KEY: dict[str, Schema] = {
+    "id": {"type": "string"},
+    "user_id": {"type": "string"},
+    "tier": {"type": "string"},
+    "scopes": {"type": "array", "items": {"type": "string"}},
+    "name": _nullable({"type": "string"}),
+    "created_at": _TIME,
+    "revoked_at": _nullable(_TIME),
+}
+
 SCHEMAS: dict[str, Schema] = {
     "Error": _object(
         {
@@ -108,6 +118,8 @@ SCHEMAS: dict[str, Schema] = {
         {"links": {"type": "array", "items": _ref("Link")}, "next_cursor": _nullable({"type": "string"})},
         ["links", "next_cursor"],
     ),
+    "ApiKey": _object(_API_KEY, list(_API_KEY)),
+    "NewApiKey": _object(_API_KEY | {"key": {"type": "string"}}, [*_API_KEY, "key"]),
     "RateLimitStatus": _object(
         {
             "user_id": {"type": "string"},
@@ -456,6 +468,39 @@ def document(
                     secured=False,
                 )
             ),
+        },
+        "/api/v1/keys": {
+            "get": _operation(
+                "The managed API keys, newest first, without their secrets (admin)",
+                (
+                    200,
+                    "Every key, revoked ones too.",
+                    _object({"keys": {"type": "array", "items": _ref("ApiKey")}}, ["keys"]),
+                ),
+                (403,),
+            ),
+            "post": _operation(
+                "Create an API key; its text is in this answer only (admin)",
+                (201, "The key, with `key`.", _ref("NewApiKey")),
+                (403,),
+                body=_object(
+                    {
+                        "user_id": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "tier": {"type": "string"},
+                        "scopes": {
+                            "type": "array",
+                            "items": {"enum": ["admin", "links", "notifications", "read"]},
+                            "minItems": 1,
+                        },
+                        "name": {"type": "string", "maxLength": 200},
+                    },
+                    ["user_id", "tier", "scopes"],
+                ),
+            ),
+        },
+        "/api/v1/keys/{key_id}": {
+            "parameters": [_path_parameter("key_id")],
+            "delete": _operation("Revoke an API key (admin)", (204, "Revoked.", None), (403, 404)),
         },
         "/api/v1/rate-limit/status": {
             "get": _operation(

@@ -10,14 +10,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Route
 
-from gateway import health, openapi
+from gateway import apikeys, health, openapi
+from gateway.access import ScopeMiddleware
+from gateway.apikeys import KeyRing
 from gateway.client_ip import TrustedProxies
 from gateway.config.models import Settings
 from gateway.dispatch import Dispatcher
 from gateway.edge import EdgeMiddleware
 from gateway.engines import Engines
 from gateway.events import EventBus
-from gateway.exceptions import GatewayError
+from gateway.exceptions import GatewayError, StorageError
 from gateway.identity import IdentityMiddleware, IdentityResolver
 from gateway.notify import api as notify_api
 from gateway.notify.service import NotificationService
@@ -54,6 +56,9 @@ class Runtime:
         self.readiness: dict[str, health.ReadinessCheck] = dict(engines.readiness)
         self.identities = IdentityResolver(settings.identities, settings.ratelimit.tiers, self.trusted)
         self._jwks: asyncio.Task[None] | None = None
+        self.keyring = KeyRing(engines.database, refresh_s=settings.identities.key_refresh)
+        self.identities.keyring = self.keyring
+        self._key_reloads: asyncio.Task[None] | None = None
         self.ratelimit = RateLimitService(
             settings.ratelimit, engines.scripts, breaker=engines.breaker, events=events, local_engine=engines.embedded
         )
@@ -75,6 +80,7 @@ class Runtime:
         self.own.state.identities = self.identities
         self.own.state.notifications = self.notifications
         self.own.state.shortener = self.shortener
+        self.own.state.keyring = self.keyring
         # Starlette's trailing-slash redirect builds Location from the client's Host header: a 404 is safer.
         self.own.router.redirect_slashes = False
         own_paths = {
@@ -89,7 +95,7 @@ class Runtime:
             proxy=self.proxy,
             own_paths=own_paths,
             own_prefixes={API_PREFIX: "_api"},
-            own=BodyLimitMiddleware(self.own, limit=server.limits.max_api_body),
+            own=BodyLimitMiddleware(ScopeMiddleware(self.own), limit=server.limits.max_api_body),
             fallback=self.shortener.redirect,
         )
         # Health, metrics, the API's description and a caller's own rate-limit status are never limited (the
@@ -119,6 +125,7 @@ class Runtime:
             Route(server.ready_path, health.readyz(self.readiness, self.draining), methods=["GET", "HEAD"]),
             Route(server.metrics_path, health.metrics_endpoint, methods=["GET"]),
             *ratelimit_api.ROUTES,
+            *apikeys.ROUTES,
             *(notify_api.ROUTES if self.notifications.enabled else []),
             *(shortener_api.ROUTES if self.shortener.enabled else []),
         ]
@@ -127,11 +134,27 @@ class Runtime:
         """Opens what needs the event loop; called before the runtime serves its first request."""
         await self.notifications.start()
         await self.shortener.start()
+        try:
+            await self.keyring.start()
+        except StorageError as exc:  # the YAML's keys work meanwhile; the reload loop tries again
+            logger.warning("managed API keys unavailable until the database answers: %s", exc)
+        self._key_reloads = asyncio.get_running_loop().create_task(self._reload_keys(), name="api-keys")
         tokens = self.identities.tokens
         if tokens is not None and tokens.fetches_keys:
             self._jwks = asyncio.get_running_loop().create_task(tokens.refresh_forever(), name="jwks")
 
+    async def _reload_keys(self) -> None:
+        while True:
+            await asyncio.sleep(self.keyring.refresh_s)
+            try:
+                await self.keyring.start()  # migrates too, for a database that was down at start
+            except StorageError as exc:
+                logger.warning("API keys not reloaded (the ones loaded before stay): %s", exc)
+
     async def aclose(self) -> None:
+        if self._key_reloads is not None:
+            self._key_reloads.cancel()
+            await asyncio.gather(self._key_reloads, return_exceptions=True)
         if self._jwks is not None:
             self._jwks.cancel()
             await asyncio.gather(self._jwks, return_exceptions=True)

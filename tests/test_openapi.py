@@ -84,6 +84,9 @@ def test_each_success_answer_matches_the_document(gateway: GatewayProcess) -> No
     check = {"user_id": "alice", "endpoint": "/api/v1/urls", "tier": "free"}
     assert call("POST", "/api/v1/rate-limit/check", 200, body=check)["rule"] == "api"
     assert call("GET", "/api/v1/rate-limit/status", 200)["tier"] == "premium"
+    made = call("POST", "/api/v1/keys", 201, body={"user_id": "bot", "tier": "free", "scopes": ["read"]})
+    assert [entry["id"] for entry in call("GET", "/api/v1/keys", 200)["keys"]] == [made["id"]]
+    call("DELETE", "/api/v1/keys/{key_id}", 204, path_parameters={"key_id": made["id"]})
     catalog = call("GET", "/api/v1/notifications/event-types", 200)["event_types"]
     exceeded = next(entry for entry in catalog if entry["type"] == "ratelimit.exceeded")
     assert {"name": "tier", "type": "string"} in exceeded["fields"]

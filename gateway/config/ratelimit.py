@@ -100,6 +100,8 @@ class IdentitySettings(Model):
     api_key_header: str = "X-API-Key"
     api_keys: tuple[ApiKey, ...] = ()
     user_header: UserHeader | None = UserHeader()
+    #: How often each replica reloads the keys managed through /api/v1/keys (a revocation's reach).
+    key_refresh: Duration = 5.0
     #: Identity from a JWT (after API keys, before the user header); null: none.
     jwt: JwtSettings | None = None
     #: Tier of requests identified by client address only.
