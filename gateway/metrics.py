@@ -1,4 +1,5 @@
-"""Prometheus metrics. Labels are bounded: route and upstream names from the config, never raw paths.
+"""Every Prometheus metric of the gateway, registered here and nowhere else. Labels are bounded: route, upstream,
+rule and channel names from the config, never raw paths.
 
 With several workers, PROMETHEUS_MULTIPROC_DIR is set by `gateway run` before this module is imported,
 and /metrics aggregates every worker's files.
@@ -88,6 +89,90 @@ CONFIG_RELOADS = Counter("gateway_config_reloads", "Configuration reload attempt
 
 _request_children: dict[tuple[str, str, str], Counter] = {}
 _duration_children: dict[str, Histogram] = {}
+
+
+# Prometheus metrics of the notification system, all prefixed gateway_notify_; labels are channel names only.
+NOTIFY_ACCEPTED = Counter("gateway_notify_accepted", "Notifications accepted, by priority.", ["priority"])
+NOTIFY_REPLAYED = Counter(
+    "gateway_notify_idempotent_replays", "POSTs answered from an Idempotency-Key's first response."
+)
+NOTIFY_DELIVERIES = Counter(
+    "gateway_notify_deliveries",
+    "Delivery outcomes by channel and result (sent, delivered, retry, failed, skipped, duplicate, deferred).",
+    ["channel", "result"],
+)
+NOTIFY_ATTEMPTS = Counter("gateway_notify_attempts", "Send attempts, by channel.", ["channel"])
+NOTIFY_QUEUE_DEPTH = Gauge(
+    "gateway_notify_queue_depth", "Messages waiting or in flight, by channel.", ["channel"], multiprocess_mode="max"
+)
+NOTIFY_DLQ_SIZE = Gauge("gateway_notify_dlq_size", "Dead-letter entries waiting for a replay.", multiprocess_mode="max")
+NOTIFY_DIGESTS = Counter("gateway_notify_digests", "Digests flushed to the queue.")
+NOTIFY_HOOKS = Counter(
+    "gateway_notify_hooks", "Hook outcomes, by hook and result (created, throttled, failed).", ["hook", "result"]
+)
+NOTIFY_RECEIPTS = Counter(
+    "gateway_notify_receipts", "Provider receipts applied, by channel and status.", ["channel", "status"]
+)
+NOTIFY_DESTINATION_BREAKER_OPENED = Counter(
+    "gateway_notify_destination_breaker_opened",
+    "Breakers of users' own destinations (webhook URLs) that opened, by channel.",
+    ["channel"],
+)
+
+
+# Prometheus metrics of the shortener. Labels are closed sets; short codes never become labels.
+SHORTENER_LAYERS = ("lru", "redis", "database", "negative")
+
+SHORTENER_KEY_POOL_SIZE = Gauge(
+    "gateway_shortener_key_pool_size",
+    "Pre-generated codes left in the key pool, as last seen by this process.",
+    multiprocess_mode="livemax",
+)
+SHORTENER_KEY_POOL_MIN = Gauge(
+    "gateway_shortener_key_pool_min",
+    "shortener.key_pool.min: the filler tops the pool up below it (alerts compare the size with it).",
+    multiprocess_mode="livemax",
+)
+SHORTENER_CODES = Counter(
+    "gateway_shortener_codes",
+    "Generated codes handed to creations, by source (pool, or database when the pool was empty or unreachable).",
+    ["source"],
+)
+SHORTENER_CODE_COLLISIONS = Counter(
+    "gateway_shortener_code_collisions", "Generated codes that were already taken (by an alias); the create retried."
+)
+SHORTENER_CREATED = Counter(
+    "gateway_shortener_urls_created", "Short links created, by kind (generated, alias).", ["kind"]
+)
+SHORTENER_ARCHIVED = Counter(
+    "gateway_shortener_urls_archived", "Links archived by the expiry job (expired longer than expired_retention)."
+)
+SHORTENER_CACHE_HITS = Counter(
+    "gateway_shortener_cache_hits",
+    "Redirect lookups by the layer that answered: lru, redis, database, or negative (a cached unknown code).",
+    ["layer"],
+)
+SHORTENER_REDIRECTS = Counter("gateway_shortener_redirects", "Answers to GET /{code}, by status.", ["status"])
+SHORTENER_CLICKS_DROPPED = Counter(
+    "gateway_shortener_clicks_dropped", "Click events dropped because the in-memory buffer was full (storage down)."
+)
+SHORTENER_CLICK_BUFFER = Gauge(
+    "gateway_shortener_click_buffer",
+    "Clicks waiting in memory because no storage took them at the last flush.",
+    multiprocess_mode="livesum",
+)
+SHORTENER_CLICK_LAG = Histogram(
+    "gateway_shortener_click_lag_seconds",
+    "Seconds from a redirect to its click being folded into the link's count; one observation per group of "
+    "identical clicks (code, referrer host, agent class) flushed together, timed from the group's first click.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+
+#: Children resolved once: `.labels()` is the costly part on the redirect path.
+SHORTENER_HITS = {layer: SHORTENER_CACHE_HITS.labels(layer) for layer in SHORTENER_LAYERS}
+SHORTENER_REDIRECT_STATUSES = {
+    status: SHORTENER_REDIRECTS.labels(str(status)) for status in (301, 302, 307, 308, 404, 410, 503)
+}
 
 
 def observe_request(route: str, method: str, status: int, duration: float) -> None:

@@ -9,12 +9,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway import metrics
 from gateway.access import is_admin, require_admin, require_api_key, require_user_or_admin
 from gateway.cursors import decode_cursor, encode_cursor, page_size
 from gateway.engines.database import UniqueViolation
 from gateway.events import catalog
 from gateway.exceptions import Conflict, IdempotencyKeyReused, InvalidField, NotFound, StorageError
-from gateway.notify import dlq, metrics
+from gateway.notify import dlq
 from gateway.notify.idempotency import MAX_KEY_LENGTH, Idempotency, fingerprint
 from gateway.notify.models import PENDING, parse_preferences, parse_request
 from gateway.notify.receipts import read_receipt
@@ -70,7 +71,7 @@ async def create(request: Request) -> Response:
 def answer(verdict: str, response: str | None) -> Response:
     """What a request with a known Idempotency-Key gets: the first answer again, or why not."""
     if verdict == "replay" and response is not None:
-        metrics.REPLAYED.inc()
+        metrics.NOTIFY_REPLAYED.inc()
         return Response(response, 202, media_type="application/json", headers={REPLAY_HEADER: "true"})
     if verdict == "mismatch":
         raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
@@ -159,7 +160,7 @@ async def receipt(request: Request) -> Response:
     updated = 0
     if found is not None:
         updated = await service.store.apply_receipt(name, found.provider_id, found.status, found.error, service.now())
-        metrics.RECEIPTS.labels(name, found.status).inc(updated)
+        metrics.NOTIFY_RECEIPTS.labels(name, found.status).inc(updated)
     return JSONResponse({"updated": updated})
 
 

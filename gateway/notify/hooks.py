@@ -13,12 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway import metrics
 from gateway.config.notifications import HookSettings, Throttle, parse_throttle
 from gateway.engines.base import ScriptEngine
 from gateway.engines.scripts import load_script
 from gateway.events import Event
 from gateway.exceptions import StorageError
-from gateway.notify import metrics
 from gateway.notify.models import NotificationRequest
 from gateway.timestamps import format_time
 
@@ -107,7 +107,7 @@ class HookPipeline:
         if not users or not self.service.ready:
             return
         if hook.throttle is not None and not await self._allowed(hook, hook.throttle, fields):
-            metrics.HOOKS.labels(hook.name, "throttled").inc()
+            metrics.NOTIFY_HOOKS.labels(hook.name, "throttled").inc()
             return
         # The template data: the hook's own `data`, the event's payload fields, and `event` (type, id, time).
         data = {
@@ -119,10 +119,10 @@ class HookPipeline:
         try:
             await self.service.create(request, created_by=f"hook:{hook.name}")
         except Exception as exc:
-            metrics.HOOKS.labels(hook.name, "failed").inc()
+            metrics.NOTIFY_HOOKS.labels(hook.name, "failed").inc()
             logger.warning("hook %s on %s could not create a notification: %s", hook.name, event.type, exc)
             return
-        metrics.HOOKS.labels(hook.name, "created").inc()
+        metrics.NOTIFY_HOOKS.labels(hook.name, "created").inc()
 
     async def _allowed(self, hook: _Hook, throttle: Throttle, data: Mapping[str, Any]) -> bool:
         value = str(data.get(throttle.per, "")) if throttle.per else "*"

@@ -16,10 +16,11 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from gateway import metrics
 from gateway.breaker import CircuitBreaker
 from gateway.engines import Engines, breaker_events
 from gateway.events import EventBus
-from gateway.notify import digest, metrics
+from gateway.notify import digest
 from gateway.notify.channel import Channel, load_channel
 from gateway.notify.hooks import HookPipeline
 from gateway.notify.idempotency import Idempotency
@@ -202,10 +203,10 @@ class NotificationService:
             return None, jobs
 
         await commit_then_enqueue(self.store.db, self.queue, write)
-        metrics.ACCEPTED.labels(request.priority).inc()
+        metrics.NOTIFY_ACCEPTED.labels(request.priority).inc()
         for delivery in deliveries:
             if delivery["status"] == "skipped":
-                metrics.DELIVERIES.labels(delivery["channel"], "skipped").inc()
+                metrics.NOTIFY_DELIVERIES.labels(delivery["channel"], "skipped").inc()
         return response
 
     async def status(self, notification_id: str) -> dict[str, Any] | None:

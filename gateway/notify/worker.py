@@ -19,9 +19,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from gateway import metrics
 from gateway.breaker import CircuitBreaker, State
 from gateway.config.notifications import NotificationSettings, RetrySettings
-from gateway.notify import digest, dlq, metrics
+from gateway.notify import digest, dlq
 from gateway.notify.channel import Channel, ChannelError, Message, PermanentError, RetryableError, redact_urls
 from gateway.notify.models import Job, JobKind
 from gateway.notify.queue.base import Queue, Received
@@ -76,7 +77,7 @@ class DestinationBreakers:
 
 def _count_destination_open(name: str, old: State, new: State) -> None:
     if new == "open":
-        metrics.DESTINATION_BREAKER_OPENED.labels(name.split(":")[1]).inc()
+        metrics.NOTIFY_DESTINATION_BREAKER_OPENED.labels(name.split(":")[1]).inc()
 
 
 #: The longest a provider's Retry-After is honoured: past it, the schedule's delay.
@@ -190,7 +191,7 @@ class WorkerPool:
             # Only a look: the probe slot is taken by the send itself, so a claim or a message that fails
             # first has no slot to give back.
             if breaker.is_open():
-                metrics.DELIVERIES.labels(job.channel, "deferred").inc()
+                metrics.NOTIFY_DELIVERIES.labels(job.channel, "deferred").inc()
                 await self.queue.retry(received, max(breaker.retry_after(), self.workers.poll_interval))
                 return
             now = self._clock()
@@ -210,7 +211,7 @@ class WorkerPool:
             # Another worker holds it: look again once its lease has run out, in case that worker died.
             await self.queue.retry(received, state["lease_until"] - now + self.workers.poll_interval)
             return
-        metrics.DELIVERIES.labels(received.job.channel, "duplicate").inc()
+        metrics.NOTIFY_DELIVERIES.labels(received.job.channel, "duplicate").inc()
         await self.queue.ack(received)
 
     async def _send(self, received: Received, claim: Claim, breaker: CircuitBreaker) -> None:
@@ -231,7 +232,7 @@ class WorkerPool:
             # The provider answering "never" (PermanentError) is the channel working; this message cannot.
             async with breaker.guard(answer=(PermanentError,)):
                 attempted = True
-                metrics.ATTEMPTS.labels(job.channel).inc()
+                metrics.NOTIFY_ATTEMPTS.labels(job.channel).inc()
                 async with asyncio.timeout(self.workers.lease / 2):
                     result = await channel.send(message)
         except PermanentError as exc:
@@ -241,7 +242,7 @@ class WorkerPool:
             if not attempted:  # the guard refused (CircuitOpen): the claim goes back untried
                 await self.store.release(job, claim, now=self._clock())
                 await self.queue.retry(received, max(breaker.retry_after(), self.workers.poll_interval))
-                metrics.DELIVERIES.labels(job.channel, "deferred").inc()
+                metrics.NOTIFY_DELIVERIES.labels(job.channel, "deferred").inc()
                 return
             error = public_error(exc)
             retries = self.settings.retries
@@ -251,12 +252,12 @@ class WorkerPool:
             await self.store.finish(job, claim, "retrying", now=self._clock(), error=error[:1000])
             asked = exc.retry_after if isinstance(exc, RetryableError) else None
             await self.queue.retry(received, retry_delay(retries, claim.attempts, asked))
-            metrics.DELIVERIES.labels(job.channel, "retry").inc()
+            metrics.NOTIFY_DELIVERIES.labels(job.channel, "retry").inc()
             return
         status = "delivered" if result.delivered else "sent"
         await self.store.finish(job, claim, status, now=self._clock(), provider_id=result.provider_id)
         await self.queue.ack(received)
-        metrics.DELIVERIES.labels(job.channel, status).inc(len(claim.rows))
+        metrics.NOTIFY_DELIVERIES.labels(job.channel, status).inc(len(claim.rows))
 
     async def _dead_letter(self, received: Received, claim: Claim, error: str) -> None:
         job = received.job
@@ -267,7 +268,7 @@ class WorkerPool:
 
         await atomically(self.store.db, record)
         await self.queue.ack(received)
-        metrics.DELIVERIES.labels(job.channel, "failed").inc(len(claim.rows))
+        metrics.NOTIFY_DELIVERIES.labels(job.channel, "failed").inc(len(claim.rows))
         logger.warning("notify %s to %s on %s dead-lettered: %s", job.kind, job.user_id, job.channel, error)
 
     async def _message(self, job: Job, claim: Claim) -> Message:
@@ -305,13 +306,13 @@ class WorkerPool:
         now = self._clock()
         await self.queue.tick(self.channels)
         flushed = await digest.flush_due(self.store.db, self.queue, now=now)
-        metrics.DIGESTS.inc(flushed)
+        metrics.NOTIFY_DIGESTS.inc(flushed)
         depths = {name: await self.queue.depth(name) for name in self.channels}
         for name, depth in depths.items():
-            metrics.QUEUE_DEPTH.labels(name).set(depth)
+            metrics.NOTIFY_QUEUE_DEPTH.labels(name).set(depth)
         if not self.queue.transactional:
             await self._recover([name for name, depth in depths.items() if depth == 0], now)
-        metrics.DLQ_SIZE.set(await dlq.size(self.store.db))
+        metrics.NOTIFY_DLQ_SIZE.set(await dlq.size(self.store.db))
         self._ticks += 1
         if self._ticks % PURGE_EVERY_TICKS == 1:
             await self.store.purge_idempotency(now - self.settings.idempotency_ttl)

@@ -18,10 +18,10 @@ from typing import Final
 
 import redis.asyncio
 
+from gateway import metrics
 from gateway.engines.base import ScriptEngine
 from gateway.engines.scripts import load_script
 from gateway.exceptions import StorageError
-from gateway.shortener import metrics
 from gateway.shortener.redis_calls import RedisCalls
 
 KEY_PREFIX = "gw:shortener:url:"
@@ -149,18 +149,18 @@ class LinkCache:
         """The link behind `code`, None if unknown or deleted; StorageError only if the database had to answer."""
         found = self.local.get(code)
         if not isinstance(found, _Miss):
-            metrics.HITS["lru" if found is not None else "negative"].inc()
+            metrics.SHORTENER_HITS["lru" if found is not None else "negative"].inc()
             return found
         generation = self._generation
         if self.shared is not None:
             found = await self.shared.get(code)
             if not isinstance(found, _Miss):
-                metrics.HITS["redis" if found is not None else "negative"].inc()
+                metrics.SHORTENER_HITS["redis" if found is not None else "negative"].inc()
                 if generation == self._generation:
                     self.local.put(code, found)
                 return found
         target = await load(code)
-        metrics.HITS["database"].inc()
+        metrics.SHORTENER_HITS["database"].inc()
         # A forget while we were reading may have made `target` stale: answer with it, but do not cache it.
         if generation == self._generation:
             self.local.put(code, target)

@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway import metrics
 from gateway.engines.streams import ensure_group
 from gateway.events import EventBus, UrlClicked
 from gateway.exceptions import StorageError
-from gateway.shortener import metrics
 from gateway.shortener.redis_calls import RedisCalls
 from gateway.shortener.store import Click, UrlStore
 
@@ -106,7 +106,7 @@ class ClickRecorder:
         elif len(self.pending) < self.limit:
             self.pending[key] = [at, 1]
         else:
-            metrics.CLICKS_DROPPED.inc()
+            metrics.SHORTENER_CLICKS_DROPPED.inc()
 
     def take(self) -> dict[PendingKey, list[float]]:
         taken, self.pending = self.pending, {}
@@ -121,7 +121,7 @@ class ClickRecorder:
             elif len(self.pending) < self.limit:
                 self.pending[key] = [at, count]
             else:
-                metrics.CLICKS_DROPPED.inc(count)
+                metrics.SHORTENER_CLICKS_DROPPED.inc(count)
 
     def __len__(self) -> int:
         return int(sum(entry[1] for entry in self.pending.values()))
@@ -179,7 +179,7 @@ class ClickPipeline:
     async def flush(self) -> int:
         """Move the recorded clicks to the durable log; what no storage takes goes back to the recorder."""
         taken = self.recorder.take()
-        metrics.CLICK_BUFFER.set(0)
+        metrics.SHORTENER_CLICK_BUFFER.set(0)
         if not taken:
             return 0
         clicks = group(taken)
@@ -187,7 +187,7 @@ class ClickPipeline:
             await self._append(clicks)
         except StorageError as exc:
             self.recorder.put_back(taken)
-            metrics.CLICK_BUFFER.set(len(self.recorder))
+            metrics.SHORTENER_CLICK_BUFFER.set(len(self.recorder))
             self._log(f"clicks kept in memory, neither the stream nor the queue took them: {exc}")
             return 0
         for click in clicks:
@@ -300,7 +300,7 @@ class ClickPipeline:
 def _observe_lag(clicks: Sequence[Click]) -> None:
     now = time.time()
     for click in clicks:
-        metrics.CLICK_LAG.observe(max(0.0, now - click.at))
+        metrics.SHORTENER_CLICK_LAG.observe(max(0.0, now - click.at))
 
 
 async def _xadd(client: Any, clicks: list[Click]) -> None:

@@ -14,11 +14,11 @@ import logging
 import time
 from collections import deque
 
+from gateway import metrics
 from gateway.engines.base import ScriptEngine
 from gateway.engines.embedded import EmbeddedEngine
 from gateway.engines.scripts import load_script
 from gateway.exceptions import StorageError
-from gateway.shortener import metrics
 from gateway.shortener.codes import CodeGenerator
 from gateway.shortener.redis_calls import RedisCalls
 from gateway.shortener.store import UrlStore
@@ -72,7 +72,7 @@ class KeyPool:
                 if not self._taken:
                     await self._take_more()
         code, source = self._taken.popleft()
-        metrics.CODES.labels(source).inc()
+        metrics.SHORTENER_CODES.labels(source).inc()
         return code
 
     async def _take_more(self) -> None:
@@ -89,7 +89,7 @@ class KeyPool:
             remaining, *codes = await self.scripts.eval(self._pop, [POOL_KEY], [self.pop_batch])
         except StorageError:  # including CircuitOpen: codes come from the database sequence instead
             return []
-        metrics.KEY_POOL_SIZE.set(remaining)
+        metrics.SHORTENER_KEY_POOL_SIZE.set(remaining)
         if remaining < self.min_size:
             self._wakeup.set()
         return [code.decode() if isinstance(code, bytes) else str(code) for code in codes]
@@ -129,7 +129,7 @@ class KeyPool:
                     await asyncio.sleep(0)
             size = await self._push(codes)
             added += len(codes)
-        metrics.KEY_POOL_SIZE.set(size)
+        metrics.SHORTENER_KEY_POOL_SIZE.set(size)
         return added
 
     async def _length(self) -> int:

@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import Receive, Scope, Send
 
+from gateway import metrics
 from gateway.config.shortener import RedirectStatus
 from gateway.exceptions import CircuitOpen, StorageError
 from gateway.responses import send_error
-from gateway.shortener import metrics
 from gateway.shortener.cache import Target
 from gateway.shortener.clicks import ClickRecorder
 
@@ -51,7 +51,7 @@ class RedirectHandler:
         self.cache_max_age = int(cache_max_age)
         self._cacheable = status in _CACHEABLE
         self._cache_header = (b"cache-control", b"private, max-age=%d" % self.cache_max_age)
-        self._counter = metrics.REDIRECT_STATUSES[status]
+        self._counter = metrics.SHORTENER_REDIRECT_STATUSES[status]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer GET/HEAD /{code}; False (nothing sent) for anything else."""
@@ -110,7 +110,7 @@ class RedirectHandler:
 async def _refuse(
     scope: Scope, send: Send, status: int, error: str, title: str, detail: str, retry_after: int | None = None
 ) -> None:
-    metrics.REDIRECT_STATUSES[status].inc()
+    metrics.SHORTENER_REDIRECT_STATUSES[status].inc()
     headers = [(b"retry-after", str(retry_after).encode())] if retry_after is not None else []
     if not prefers_html(scope):
         await send_error(send, status, error, detail, scope.get("gateway.request_id"), headers)

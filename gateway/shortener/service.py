@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import redis.asyncio
 
+from gateway import metrics
 from gateway.breaker import CircuitBreaker
 from gateway.config.models import Settings
 from gateway.config.shortener import shortener_active
@@ -23,7 +24,6 @@ from gateway.engines.database import Row, UniqueViolation
 from gateway.events import EventBus, UrlCreated
 from gateway.exceptions import Conflict, StorageError
 from gateway.openapi import DOCS_PATH, OPENAPI_PATH
-from gateway.shortener import metrics
 from gateway.shortener.cache import LinkCache, LocalCache, SharedCache, Target
 from gateway.shortener.clicks import ClickPipeline, ClickRecorder
 from gateway.shortener.codes import CodeGenerator
@@ -79,7 +79,7 @@ class ShortenerService:
             batch=config.key_pool.batch,
             pop_batch=REDIS_POP_BATCH if redis_calls is not None else 1,
         )
-        metrics.KEY_POOL_MIN.set(config.key_pool.min)
+        metrics.SHORTENER_KEY_POOL_MIN.set(config.key_pool.min)
         shared = None
         if redis_calls is not None:
             shared = SharedCache(
@@ -160,7 +160,7 @@ class ShortenerService:
             for code in codes:
                 await self.cache.forget(code)
             total += len(codes)
-            metrics.ARCHIVED.inc(len(codes))
+            metrics.SHORTENER_ARCHIVED.inc(len(codes))
             if len(codes) < ARCHIVE_BATCH:
                 return total
 
@@ -231,7 +231,7 @@ class ShortenerService:
                 raise Conflict("alias_taken", detail, field="custom_alias") from None
             # The alias may have been looked up (and remembered as unknown) before it existed.
             await self.cache.forget(link.short_code)
-            metrics.CREATED.labels("alias").inc()
+            metrics.SHORTENER_CREATED.labels("alias").inc()
         else:
             for _ in range(MAX_CODE_ATTEMPTS):
                 code = await self.keypool.take()
@@ -240,10 +240,10 @@ class ShortenerService:
                     await self.store.insert(link)
                     break
                 except UniqueViolation:
-                    metrics.CODE_COLLISIONS.inc()
+                    metrics.SHORTENER_CODE_COLLISIONS.inc()
             else:
                 raise StorageError(f"no free short code after {MAX_CODE_ATTEMPTS} attempts")
-            metrics.CREATED.labels("generated").inc()
+            metrics.SHORTENER_CREATED.labels("generated").inc()
         self.cache.remember(link.short_code, Target(link.long_url, link.expires_at, link.max_visits))
         self.events.emit(
             UrlCreated(
