@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import math
 import select
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from functools import partial
 from typing import Any, NamedTuple, Protocol
 
@@ -38,6 +38,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.retry import Retry
 
 from gateway import metrics
+from gateway.batching import Coalescer
 from gateway.breaker import CircuitBreaker
 from gateway.engines.scripts import Script, encode_arg
 from gateway.exceptions import CircuitOpen, EngineOverloaded, StorageError
@@ -241,32 +242,31 @@ class RedisEngine:
         self.max_queue = max_queue
         #: Pipelines sent so far (NOSCRIPT retries included): calls / round_trips is the batching factor.
         self.round_trips = 0
-        self._queue: list[_Call] = []
-        self._drainer: asyncio.Task[None] | None = None
+        self._calls: Coalescer[tuple[Script, Sequence[str | bytes], Sequence[int | float | str | bytes]]] = Coalescer(
+            self._round_trip,
+            max_batch=MAX_BATCH,
+            after_batch=self._fail_fast_while_open,
+            closing_error=lambda: StorageError("the redis engine was closed"),
+        )
         self._node: _Node | None = _PoolNode(client) if isinstance(client, redis.asyncio.Redis) else None
         self._round_trip_seconds = metrics.REDIS_ROUND_TRIP_SECONDS
         self._closed = False
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._calls)
 
     async def eval(self, script: Script, keys: Sequence[str | bytes], args: Sequence[int | float | str | bytes]) -> Any:
         # Not breaker.guard(): the outcome is the round trip's, recorded once per pipeline by _round_trip.
         breaker = self.breaker
         probing = breaker.admit() if breaker is not None else False
-        if len(self._queue) >= self.max_queue:
+        if len(self._calls) >= self.max_queue:
             if probing and breaker is not None:
                 breaker.release()  # shed before it was sent: it says nothing about Redis
             metrics.ENGINE_OVERLOADED.inc()
-            raise EngineOverloaded(f"{len(self._queue)} calls already wait for redis (engine.redis.max_queue)")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_Call(script, keys, args, future))
-        if self._drainer is None:
-            self._drainer = loop.create_task(self._drain())
+            raise EngineOverloaded(f"{len(self._calls)} calls already wait for redis (engine.redis.max_queue)")
         try:
-            return await future
+            return await self._calls.submit((script, keys, args))
         except asyncio.CancelledError:
             if probing and breaker is not None:
                 breaker.release()  # the half-open probe's caller left; its call may never be sent
@@ -283,32 +283,17 @@ class RedisEngine:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._drainer is not None:
-            self._drainer.cancel()
-        self._fail_queued(lambda: StorageError("the redis engine was closed"))
+        self._calls.close()
         await self.client.aclose()
 
-    def _fail_queued(self, error: Callable[[], Exception]) -> None:
-        for call in self._queue:
-            if not call.future.done():
-                call.future.set_exception(error())
-        self._queue = []
+    def _fail_fast_while_open(self) -> None:
+        if self.breaker is not None and self.breaker.state == "open":
+            # Redis is down: the calls still queued learn it now, not one deadline each.
+            self._calls.fail_queued(partial(CircuitOpen, self.breaker.name, self.breaker.retry_after()))
 
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                # Callers that already gave up are not sent: their requests must not be debited late.
-                batch = [call for call in batch if not call.future.done()]
-                if batch:
-                    await self._round_trip(batch)
-                if self.breaker is not None and self.breaker.state == "open":
-                    # Redis is down: the calls still queued learn it now, not one deadline each.
-                    self._fail_queued(partial(CircuitOpen, self.breaker.name, self.breaker.retry_after()))
-        finally:
-            self._drainer = None
-
-    async def _round_trip(self, batch: list[_Call]) -> None:
+    async def _round_trip(self, pending: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        # Callers that gave up are already out of `pending` (the Coalescer): never debited late.
+        batch = [_Call(item[0], item[1], item[2], future) for item, future in pending]
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
