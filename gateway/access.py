@@ -55,7 +55,8 @@ def require_user_or_admin(request: Request, user_id: str, action: str) -> Identi
 
 
 #: The scope each part of the own API needs of a managed key (gateway/apikeys.py), by path prefix.
-SCOPED_PREFIXES = (
+SCOPED_PREFIXES: tuple[tuple[str, str | None], ...] = (
+    ("/api/v1/notifications/event-types", None),  # public, as the API's description is
     ("/api/v1/keys", "admin"),
     ("/api/v1/rate-limit/check", "admin"),
     ("/api/v1/notifications/dlq", "admin"),
@@ -72,6 +73,8 @@ def scope_refusal(identity: Identity | None, path: str, method: str) -> str | No
         return None
     for prefix, needed in SCOPED_PREFIXES:
         if path.startswith(prefix):
+            if needed is None:
+                return None
             reads = needed != "admin" and method in READ_METHODS and "read" in identity.scopes
             if needed in identity.scopes or reads:
                 return None

@@ -77,6 +77,7 @@ async def test_a_managed_key_works_on_every_replica_within_its_scopes_until_revo
     assert refused.status_code == 403 and "scopes" in refused.json()["detail"]
     assert (await first.get("/api/v1/users/app/preferences", headers=mine)).status_code == 200  # read
     assert (await first.get("/api/v1/keys", headers=mine)).status_code == 403
+    assert (await first.get("/api/v1/notifications/event-types", headers=mine)).status_code == 200  # public
     # Listed without its secret; the database holds a digest, not the key.
     listed = (await first.get("/api/v1/keys", headers=ADMIN)).json()["keys"]
     assert [entry["id"] for entry in listed] == [made.json()["id"]] and "key" not in listed[0]
