@@ -83,6 +83,7 @@ class NotificationService:
             breakers=self.breakers,
             templates=self.templates,
             clock=clock,
+            scripts=engines.scripts,
         )
         self.hooks = HookPipeline(settings.hooks, self, engines.scripts, engines.embedded)
         self.ready = False

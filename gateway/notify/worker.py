@@ -11,6 +11,7 @@ messages, re-enqueues deliveries whose message was lost (Redis engine only) and 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -22,12 +23,16 @@ from typing import TYPE_CHECKING
 from gateway import metrics
 from gateway.breaker import CircuitBreaker, State
 from gateway.config.notifications import NotificationSettings, RetrySettings
+from gateway.config.windows import parse_windows
+from gateway.engines.base import ScriptEngine
+from gateway.exceptions import StorageError
 from gateway.notify import digest, dlq
 from gateway.notify.channel import Channel, ChannelError, Message, PermanentError, RetryableError, redact_urls
 from gateway.notify.models import Job, JobKind
 from gateway.notify.queue.base import Queue, Received
 from gateway.notify.store import Claim, NotificationStore, atomically
 from gateway.notify.templates import Templates
+from gateway.ratelimit.limiter import SlidingWindowLimiter
 
 if TYPE_CHECKING:
     from gateway.engines.database import Connection, Row
@@ -114,9 +119,17 @@ class WorkerPool:
         breakers: Mapping[str, CircuitBreaker],
         templates: Templates,
         clock: Callable[[], float] = time.time,
+        scripts: ScriptEngine | None = None,
     ) -> None:
         self.settings = settings
         self.workers = settings.workers
+        #: Per-destination send limits (channels[].rate_limit), counted by the gateway's own sliding window.
+        self._limiter = SlidingWindowLimiter(scripts) if scripts is not None else None
+        self._throttles = {
+            name: (hashlib.blake2b(f"{name}:{channel.rate_limit}".encode(), digest_size=4).hexdigest(),
+                   parse_windows(channel.rate_limit))
+            for name, channel in settings.channels.items() if channel.rate_limit
+        }  # fmt: skip
         self.store = store
         self.queue = queue
         self.channels = channels
@@ -227,6 +240,12 @@ class WorkerPool:
         if destination is not None:
             # The user's own endpoint: this send says nothing about the channel's shared provider.
             breaker = self.destinations.get(job.channel, destination)
+        wait = await self._throttled(job.channel, destination)
+        if wait is not None:
+            await self.store.release(job, claim, now=self._clock())
+            await self.queue.retry(received, max(wait, self.workers.poll_interval))
+            metrics.NOTIFY_DELIVERIES.labels(job.channel, "throttled").inc()
+            return
         attempted = False
         try:
             # The provider answering "never" (PermanentError) is the channel working; this message cannot.
@@ -258,6 +277,19 @@ class WorkerPool:
         await self.store.finish(job, claim, status, now=self._clock(), provider_id=result.provider_id)
         await self.queue.ack(received)
         metrics.NOTIFY_DELIVERIES.labels(job.channel, status).inc(len(claim.rows))
+
+    async def _throttled(self, channel: str, destination: str | None) -> float | None:
+        """Seconds to wait when the destination's send limit is spent, else None (and the send is counted). An
+        unavailable engine lets the send through: a limit on sending never loses a message."""
+        throttle = self._throttles.get(channel)
+        if throttle is None or self._limiter is None:
+            return None
+        rule_id, windows = throttle
+        try:
+            decision = await self._limiter.hit(f"dest:{channel}:{destination or ''}", rule_id, windows)
+        except StorageError:
+            return None
+        return None if decision.allowed else decision.retry_after
 
     async def _dead_letter(self, received: Received, claim: Claim, error: str) -> None:
         job = received.job

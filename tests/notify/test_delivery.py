@@ -133,3 +133,19 @@ async def test_a_receivers_retry_after_is_waited_for_before_the_next_try(engine_
     assert delivery(found, "alice", "webhook")["attempts"] == 2
     first, second = receiver.requests
     assert second.at - first.at >= 0.95  # the schedule said 50 ms; the receiver asked for 1 s
+
+
+async def test_a_destinations_send_limit_holds_messages_back_without_spending_attempts(engine_yaml: str) -> None:
+    async with webhook_receiver() as receiver:
+        channel = webhook_channel(receiver.url, rate_limit='"2/1s"')
+        text = gateway_yaml(engine_yaml, channels=channel, retries="{max_attempts: 1, base_delay: 10ms}")
+        async with serve_gateway(settings(text)) as base, httpx.AsyncClient() as client:
+            ids = [(await notify(client, base, WELCOME)).json()["notification_id"] for _ in range(5)]
+            await asyncio.sleep(0.4)
+            early = len(receiver.requests)
+            found = [await wait_for_status(client, base, nid, "delivered", timeout=10) for nid in ids]
+    assert early <= 2  # the limit held the rest back
+    assert len(receiver.requests) == 5 and len(set(receiver.ids())) == 5  # each sent once, none lost
+    # Held back is not a failed attempt: with max_attempts 1, a counted attempt would have dead-lettered it.
+    assert all(delivery(entry, "alice", "webhook")["attempts"] == 1 for entry in found)
+    assert receiver.requests[-1].at - receiver.requests[0].at >= 0.9
