@@ -50,6 +50,7 @@ _LINK: dict[str, Schema] = {
     "created_at": _TIME,
     "expires_at": _nullable(_TIME),
     "max_visits": _nullable({"type": "integer"}),
+    "tags": {"type": "array", "items": {"type": "string"}},
 }
 _LINK_DETAILS: dict[str, Schema] = {
     "custom_alias": {"type": "boolean"},
@@ -98,6 +99,11 @@ SCHEMAS: dict[str, Schema] = {
             "custom_alias": {"type": "string", "pattern": "^[A-Za-z0-9_-]{3,64}$"},
             "expires_at": {"type": "string", "format": "date-time", "description": "In the future, with offset."},
             "max_visits": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+            "tags": {
+                "type": "array",
+                "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,31}$"},
+                "maxItems": 10,
+            },
         },
         ["long_url"],
     ),
@@ -414,6 +420,7 @@ def document(
                 (403,),
                 parameters=[
                     {"name": "owner", "in": "query", "schema": {"type": "string", "default": "me"}},
+                    {"name": "tag", "in": "query", "schema": {"type": "string"}},
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                 ],

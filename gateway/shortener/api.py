@@ -33,7 +33,7 @@ from gateway.request_body import read_json
 from gateway.responses import error_parts
 from gateway.shortener.service import ShortenerService
 from gateway.shortener.store import Link
-from gateway.shortener.validation import parse_create
+from gateway.shortener.validation import TAG, parse_create
 
 
 def service_of(request: Request) -> ShortenerService:
@@ -81,7 +81,8 @@ async def create_many(request: Request) -> Response:
 
 
 async def list_links(request: Request) -> Response:
-    """`GET /api/v1/urls?owner=me&cursor=&limit=`: the caller's links, newest first (an admin may name any owner)."""
+    """`GET /api/v1/urls?owner=me&tag=&cursor=&limit=`: the caller's links, newest first (with `tag`, those tagged
+    so; an admin may name any owner)."""
     service = service_of(request)
     identity = caller(request)
     query = request.query_params
@@ -95,7 +96,10 @@ async def list_links(request: Request) -> Response:
     limit = page_size(query.get("limit"))
     cursor = query.get("cursor")
     after = decode_cursor(cursor) if cursor else None
-    links = await service.store.owned_by(owner, after=after, limit=limit + 1)
+    tag = query.get("tag")
+    if tag is not None and not TAG.fullmatch(tag):
+        raise InvalidField("tag", "a tag is 1 to 32 lower-case letters, digits and dashes, starting with one")
+    links = await service.store.owned_by(owner, after=after, limit=limit + 1, tag=tag)
     page, more = links[:limit], len(links) > limit
     next_cursor = encode_cursor(page[-1].created_at, page[-1].short_code) if more else None
     return JSONResponse({"links": [service.describe(link) for link in page], "next_cursor": next_cursor})

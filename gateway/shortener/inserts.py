@@ -18,7 +18,7 @@ from gateway.exceptions import StorageError
 #: A row to insert (a Link): the batcher only carries it to the writers.
 Row = TypeVar("Row")
 
-#: Links per statement: 7 parameters each stays under SQLite's 999-variable floor.
+#: Links per statement: 8 parameters each stays under SQLite's 999-variable floor.
 MAX_BATCH = 100
 
 

@@ -222,7 +222,10 @@ class ShortenerService:
         self._check_ready()
         now = time.time()
         if wanted.custom_alias is not None:
-            link = Link(wanted.custom_alias, wanted.long_url, True, owner, now, wanted.expires_at, wanted.max_visits)
+            link = Link(
+                wanted.custom_alias, wanted.long_url, True, owner, now, wanted.expires_at, wanted.max_visits,
+                tags=wanted.tags,
+            )  # fmt: skip
             try:
                 await self.store.insert(link)
             except UniqueViolation:
@@ -235,7 +238,9 @@ class ShortenerService:
         else:
             for _ in range(MAX_CODE_ATTEMPTS):
                 code = await self.keypool.take()
-                link = Link(code, wanted.long_url, False, owner, now, wanted.expires_at, wanted.max_visits)
+                link = Link(
+                    code, wanted.long_url, False, owner, now, wanted.expires_at, wanted.max_visits, tags=wanted.tags
+                )
                 try:
                     await self.store.insert(link)
                     break
@@ -274,6 +279,7 @@ class ShortenerService:
             "created_at": format_time(link.created_at),
             "expires_at": format_optional(link.expires_at),
             "max_visits": link.max_visits,
+            "tags": list(link.tags),
         }
         if daily is None:
             return body

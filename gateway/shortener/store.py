@@ -67,9 +67,12 @@ MIGRATIONS = [
             + _TABLES.format(queue_id="INTEGER PRIMARY KEY AUTOINCREMENT")
         ),
     ),
+    # Tags, stored as ",a,b," so that one tag matches as `LIKE '%,a,%'` (a tag has no LIKE wildcard).
+    Migration(SYSTEM, 2, sql="ALTER TABLE urls ADD COLUMN tags TEXT NOT NULL DEFAULT ''"),
 ]
 _COLUMNS = (
-    "short_code, long_url, custom_alias, owner, created_at, expires_at, max_visits, visits, deleted_at, click_count"
+    "short_code, long_url, custom_alias, owner, created_at, expires_at, max_visits, visits, deleted_at, click_count, "
+    "tags"
 )
 
 
@@ -85,10 +88,12 @@ class Link:
     visits: int = 0
     deleted_at: float | None = None
     click_count: int = 0
+    tags: tuple[str, ...] = ()
 
     @classmethod
     def from_row(cls, row: Row) -> Link:
-        return cls(**{**row, "custom_alias": bool(row["custom_alias"])})
+        tags = tuple(tag for tag in str(row.get("tags") or "").split(",") if tag)
+        return cls(**{**row, "custom_alias": bool(row["custom_alias"]), "tags": tags})
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +155,7 @@ class UrlStore:
 
     async def _insert_many(self, links: Sequence[Link]) -> None:
         rows = ", ".join(
-            "(" + ", ".join(f"${i * 7 + column}" for column in range(1, 8)) + ")" for i in range(len(links))
+            "(" + ", ".join(f"${i * 8 + column}" for column in range(1, 9)) + ")" for i in range(len(links))
         )
         args: list[Any] = []
         for link in links:
@@ -162,8 +167,9 @@ class UrlStore:
                 float(link.created_at),
                 float(link.expires_at) if link.expires_at is not None else None,
                 link.max_visits,
+                "," + ",".join(link.tags) + "," if link.tags else "",
             ]
-        columns = "short_code, long_url, custom_alias, owner, created_at, expires_at, max_visits"
+        columns = "short_code, long_url, custom_alias, owner, created_at, expires_at, max_visits, tags"
         sql = f"INSERT INTO urls ({columns}) VALUES {rows}"
         await self._call(lambda: self.database.execute(sql, *args))
 
@@ -176,22 +182,24 @@ class UrlStore:
         )
         return Link.from_row(row) if row is not None else None
 
-    async def owned_by(self, owner: str, *, after: tuple[float, str] | None, limit: int) -> list[Link]:
-        """`owner`'s links (deleted ones not), newest first, from just after the (created_at, short_code) `after`:
-        keyset paging on the (owner, created_at) index, stable while links are added."""
-        if after is None:
-            sql = (
-                f"SELECT {_COLUMNS} FROM urls WHERE owner = $1 AND deleted_at IS NULL "
-                "ORDER BY created_at DESC, short_code DESC LIMIT $2"
+    async def owned_by(
+        self, owner: str, *, after: tuple[float, str] | None, limit: int, tag: str | None = None
+    ) -> list[Link]:
+        """`owner`'s links (deleted ones not; with `tag`, only those tagged so), newest first, from just after the
+        (created_at, short_code) `after`: keyset paging on the (owner, created_at) index, stable while links are
+        added."""
+        args: list[object] = [owner]
+        where = "owner = $1 AND deleted_at IS NULL"
+        if tag is not None:
+            args.append(f"%,{tag},%")
+            where += f" AND tags LIKE ${len(args)}"
+        if after is not None:
+            args += after
+            where += (
+                f" AND (created_at < ${len(args) - 1} OR (created_at = ${len(args) - 1} AND short_code < ${len(args)}))"
             )
-            args: tuple[object, ...] = (owner, limit)
-        else:
-            sql = (
-                f"SELECT {_COLUMNS} FROM urls WHERE owner = $1 AND deleted_at IS NULL "
-                "AND (created_at < $2 OR (created_at = $2 AND short_code < $3)) "
-                "ORDER BY created_at DESC, short_code DESC LIMIT $4"
-            )
-            args = (owner, after[0], after[1], limit)
+        args.append(limit)
+        sql = f"SELECT {_COLUMNS} FROM urls WHERE {where} ORDER BY created_at DESC, short_code DESC LIMIT ${len(args)}"
         rows = await self._call(lambda: self.database.fetch(sql, *args))
         return [Link.from_row(row) for row in rows]
 

@@ -23,7 +23,10 @@ RESERVED_WORDS = frozenset(
     }
 )  # fmt: skip
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-_FIELDS = frozenset({"long_url", "custom_alias", "expires_at", "max_visits"})
+_FIELDS = frozenset({"long_url", "custom_alias", "expires_at", "max_visits", "tags"})
+#: A tag: lower-case letters, digits and dashes (no LIKE wildcard), at most MAX_TAGS a link.
+TAG = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+MAX_TAGS = 10
 _SAFE = "!#$%&'()*+,-./:;=?@[]~_"
 _MAX_VISITS = 2**63 - 1
 
@@ -34,6 +37,7 @@ class CreateRequest:
     custom_alias: str | None
     expires_at: float | None
     max_visits: int | None
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +76,16 @@ def parse_create(body: object, rules: UrlRules, now: float) -> CreateRequest:
         not isinstance(max_visits, int) or isinstance(max_visits, bool) or not 1 <= max_visits <= _MAX_VISITS
     ):
         raise InvalidField("max_visits", "max_visits must be a positive integer")
-    return CreateRequest(long_url, alias, expires_at, max_visits)
+    return CreateRequest(long_url, alias, expires_at, max_visits, check_tags(body.get("tags", [])))
+
+
+def check_tags(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_TAGS:
+        raise InvalidField("tags", f"tags must be a list of at most {MAX_TAGS} tags")
+    for tag in value:
+        if not isinstance(tag, str) or not TAG.fullmatch(tag):
+            raise InvalidField("tags", "a tag is 1 to 32 lower-case letters, digits and dashes, starting with one")
+    return tuple(dict.fromkeys(value))
 
 
 def check_long_url(value: object, rules: UrlRules) -> str:

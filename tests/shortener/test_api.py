@@ -276,3 +276,22 @@ async def test_a_links_qr_code_encodes_its_short_url(backend: Backend) -> None:
         huge = await gateway.client.get(f"/api/v1/urls/{code}/qr", params={"size": "500"}, headers=own)
         assert huge.status_code == 400 and huge.json()["field"] == "size"
         assert (await gateway.client.get("/api/v1/urls/nope/qr", headers=own)).status_code == 404
+
+
+async def test_tags_are_kept_and_filter_the_list(backend: Backend) -> None:
+    async with running(backend.settings()) as gateway:
+        own = {"X-API-Key": ALICE}
+        news = await gateway.create(ALICE, long_url="https://example.com/n", tags=["news", "q4-2026", "news"])
+        assert news.status_code == 201 and news.json()["tags"] == ["news", "q4-2026"]
+        await gateway.create(ALICE, long_url="https://example.com/p", tags=["promo"])
+        await gateway.create(ALICE, long_url="https://example.com/none")
+        await gateway.create(ALICE, long_url="https://example.com/newsy", tags=["newsy"])  # a prefix is not a match
+        tagged = await gateway.client.get("/api/v1/urls", params={"tag": "news"}, headers=own)
+        assert [link["long_url"] for link in tagged.json()["links"]] == ["https://example.com/n"]
+        meta = await gateway.client.get(f"/api/v1/urls/{news.json()['short_code']}", headers=own)
+        assert meta.json()["tags"] == ["news", "q4-2026"]
+        for tags in (["News"], ["a_b"], ["x"] * 11, "news", ["%"]):
+            refused = await gateway.create(ALICE, long_url="https://example.com/bad", tags=tags)
+            assert refused.status_code == 400 and refused.json()["field"] == "tags", tags
+        wildcard = await gateway.client.get("/api/v1/urls", params={"tag": "%"}, headers=own)
+        assert wildcard.status_code == 400 and wildcard.json()["field"] == "tag"
