@@ -178,7 +178,9 @@ class NotificationStore:
         ids = [row["notification_id"] for row in picked]
         marks = placeholders(2, len(ids))
         found = await self.db.fetch(
-            f"SELECT * FROM notify_notifications WHERE id IN ({placeholders(1, len(ids))})", *ids
+            f"SELECT id, template_id, priority, created_at FROM notify_notifications "
+            f"WHERE id IN ({placeholders(1, len(ids))})",
+            *ids,
         )
         notifications = {row["id"]: row for row in found}
         deliveries: dict[str, list[Row]] = {}
