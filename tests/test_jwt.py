@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,21 +76,23 @@ async def test_a_valid_hs256_token_names_the_user_and_tier() -> None:
 
 
 @pytest.mark.parametrize(
-    ("bearer", "reason"),
+    ("make", "reason"),
     [
-        (token(SECRET, aud="gw", iss="https://issuer.test", exp=time.time() - 120), "expired"),
-        (token(SECRET, aud="gw", iss="https://issuer.test", nbf=time.time() + 600), "nbf"),
-        (token(SECRET, aud="other", iss="https://issuer.test"), "audience"),
-        (token(SECRET, aud="gw", iss="https://evil.test"), "issuer"),
-        (token("another-secret-of-32-bytes-long!!", aud="gw", iss="https://issuer.test"), "signature"),
-        (token(SECRET, aud="gw", iss="https://issuer.test", exp=None), "'exp'"),
-        (token(SECRET, aud="gw", iss="https://issuer.test", sub=None), "'sub'"),
-        (jwt.encode({"sub": "alice", "exp": time.time() + 60}, "", algorithm="none"), "algorithm"),
-        ("not-a-jwt", "not a JWT"),
+        # Made when the test runs, not when it is collected: a long session would expire them first.
+        (lambda: token(SECRET, aud="gw", iss="https://issuer.test", exp=time.time() - 120), "expired"),
+        (lambda: token(SECRET, aud="gw", iss="https://issuer.test", nbf=time.time() + 600), "nbf"),
+        (lambda: token(SECRET, aud="other", iss="https://issuer.test"), "audience"),
+        (lambda: token(SECRET, aud="gw", iss="https://evil.test"), "issuer"),
+        (lambda: token("another-secret-of-32-bytes-long!!", aud="gw", iss="https://issuer.test"), "signature"),
+        (lambda: token(SECRET, aud="gw", iss="https://issuer.test", exp=None), "'exp'"),
+        (lambda: token(SECRET, aud="gw", iss="https://issuer.test", sub=None), "'sub'"),
+        (lambda: jwt.encode({"sub": "alice", "exp": time.time() + 60}, "", algorithm="none"), "algorithm"),
+        (lambda: "not-a-jwt", "not a JWT"),
     ],
+    ids=["expired", "nbf", "audience", "issuer", "signature", "no-exp", "no-sub", "alg-none", "not-a-jwt"],
 )
-async def test_a_token_that_does_not_verify_is_refused_never_anonymous(bearer: str, reason: str) -> None:
-    answer = await who(HS, f"Bearer {bearer}")
+async def test_a_token_that_does_not_verify_is_refused_never_anonymous(make: Callable[[], str], reason: str) -> None:
+    answer = await who(HS, f"Bearer {make()}")
     assert answer.status_code == 401, answer.text
     assert answer.json()["error"] == "invalid_token" and reason in answer.json()["detail"]
     assert answer.headers["www-authenticate"] == 'Bearer error="invalid_token"'
