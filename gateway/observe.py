@@ -16,7 +16,7 @@ from gateway import metrics
 from gateway.client_ip import TrustedProxies
 from gateway.exceptions import GatewayError, ShuttingDown
 from gateway.proxy.headers import request_id_from
-from gateway.responses import send_error, send_gateway_error
+from gateway.responses import RESPONSE_HEADERS, Headers, send_error, send_gateway_error
 
 access_logger = logging.getLogger("gateway.access")
 logger = logging.getLogger("gateway")
@@ -47,12 +47,21 @@ class ObserveMiddleware:
         scope["gateway.client_ip"] = self.trusted.client_ip(peer, forwarded_for)
         status = 0
         request_id_header = (b"x-request-id", request_id.encode())
+        # Headers later steps add to the response (the rate limiter's), here rather than in a send wrapper each.
+        extra: Headers = []
+        scope[RESPONSE_HEADERS] = extra
 
         async def send_observed(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), request_id_header]
+                own = message.get("headers", ())
+                if extra:
+                    # Headers the app set itself win (ASGI response header names are lower-case, Starlette's too).
+                    present = {name for name, _ in own}
+                    message["headers"] = [*own, *(item for item in extra if item[0] not in present), request_id_header]
+                else:
+                    message["headers"] = [*own, request_id_header]
             await send(message)
 
         metrics.IN_FLIGHT.inc()

@@ -14,6 +14,10 @@ from starlette.types import Send
 from gateway.exceptions import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, ShuttingDown
 
 JSON = b"application/json"
+Headers = list[tuple[bytes, bytes]]
+#: The scope key of the headers that every response to the request gets, whoever answers it: the outermost step
+#: (gateway/observe.py) adds them, so that a step in between need not wrap `send` for it.
+RESPONSE_HEADERS = "gateway.response_headers"
 
 
 def error_body(error: str, detail: str, request_id: str | None, **extra: Any) -> bytes:

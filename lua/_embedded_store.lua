@@ -166,8 +166,9 @@ end
 
 function C.HMGET(key, ...)
     local h = hash(str(key), false) or {}
-    local out = {}
-    for i = 1, select('#', ...) do out[i] = h[str((select(i, ...)))] or false end
+    -- Built by the constructor, then filled in place: one allocation of the right size, not one per growth.
+    local out = {...}
+    for i = 1, #out do out[i] = h[str(out[i])] or false end
     return out
 end
 
@@ -369,8 +370,9 @@ function M.eval(sha, us, nkeys, ...)
     clock(us)
     local fn, env = scripts[sha], envs[sha]
     if fn == nil then return ERROR, 'NOSCRIPT No matching script.' end
-    local keys, argv = {...}, {}
-    for i = nkeys + 1, #keys do argv[i - nkeys] = keys[i]; keys[i] = nil end
+    -- Each table built by a constructor, at its size: growing them an element at a time reallocates each.
+    local keys, argv = {...}, {select(nkeys + 1, ...)}
+    for i = #keys, nkeys + 1, -1 do keys[i] = nil end
     rawset(env, 'KEYS', keys)
     rawset(env, 'ARGV', argv)
     local ok, res = pcall(fn)

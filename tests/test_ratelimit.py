@@ -256,6 +256,17 @@ async def test_changed_rule_starts_new_counters(upstream: UpstreamServer, engine
     assert decision is not None and decision.windows[0].remaining == 2
 
 
+async def test_proxied_response_keeps_the_upstreams_own_headers(upstream: UpstreamServer, engine_yaml: str) -> None:
+    async with running(yaml_for(upstream.url, '    - {match: "/app/*", windows: ["5/1m"]}', engine_yaml)) as (_, c):
+        response = await c.get("/app/own-ratelimit")
+    assert response.status_code == 200
+    # Added once, by the gateway's outermost step; a name the upstream sent itself is left to the upstream.
+    assert response.headers.get_list("x-ratelimit-limit") == ["upstream-owned"]
+    assert response.headers.get_list("x-ratelimit-remaining") == ["4"]
+    assert len(response.headers.get_list("ratelimit")) == 1 and response.headers["ratelimit"].startswith('"1m";r=4;')
+    assert len(response.headers.get_list("x-request-id")) == 1
+
+
 async def test_middleware_works_in_a_plain_starlette_app() -> None:
     async def hello(request: Request) -> PlainTextResponse:
         return PlainTextResponse("hi", headers={"x-ratelimit-limit": "app-owned"})

@@ -87,6 +87,11 @@ async def cookies(request: Request) -> Response:
     return response
 
 
+async def own_ratelimit(request: Request) -> Response:
+    # An upstream that limits on its own: the gateway must not clobber (or repeat) its header.
+    return PlainTextResponse("limited upstream\n", headers={"x-ratelimit-limit": "upstream-owned"})
+
+
 async def status(request: Request) -> Response:
     return Response(status_code=request.path_params["code"])
 
@@ -234,6 +239,7 @@ app = CountTokens(
             Route("/stats", stats),
             Route("/upload", upload, methods=["POST", "PUT"]),
             Route("/cookies", cookies),
+            Route("/own-ratelimit", own_ratelimit),
             Route("/status/{code:int}", status, methods=ALL_METHODS),
             Route("/head", head_aware, methods=["GET", "HEAD"]),
             Route("/gzip", gzipped),

@@ -18,9 +18,9 @@ from typing import Literal
 
 from gateway.config.windows import Window
 from gateway.ratelimit.limiter import Decision, WindowState
+from gateway.responses import Headers
 
 HeaderStyle = Literal["ietf", "legacy"]
-Headers = list[tuple[bytes, bytes]]
 
 
 def _sf_string(value: str) -> str:

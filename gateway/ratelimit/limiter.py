@@ -29,23 +29,34 @@ class WindowState(NamedTuple):
     retry_after: float
 
 
-class Decision(NamedTuple):
+class Decision:
     """The verdict on one request, with the figures the response headers need."""
 
-    #: True if every window allowed the request (and all were debited); False if none was debited.
-    allowed: bool
-    #: One state per window, in the rule's order.
-    windows: tuple[WindowState, ...]
-    #: Seconds until the request could pass, 0 when allowed (the slowest refusing window decides).
-    retry_after: float
+    __slots__ = ("allowed", "windows", "retry_after", "tightest")
 
-    @property
-    def tightest(self) -> WindowState:
-        """The window with the least remaining; on a tie the one that blocks longest, then the one resetting first."""
-        windows = self.windows
-        if len(windows) == 1:
-            return windows[0]
-        return min(windows, key=lambda state: (state.remaining, -state.retry_after, state.reset_at))
+    def __init__(
+        self,
+        allowed: bool,
+        windows: tuple[WindowState, ...],
+        retry_after: float,
+        tightest: WindowState | None = None,
+    ) -> None:
+        #: True if every window allowed the request (and all were debited); False if none was debited.
+        self.allowed = allowed
+        #: One state per window, in the rule's order.
+        self.windows = windows
+        #: Seconds until the request could pass, 0 when allowed (the slowest refusing window decides).
+        self.retry_after = retry_after
+        #: The window with the least remaining; on a tie the one that blocks longest, then the one resetting first.
+        #: Found once here: the headers, the metrics and the events all ask for it.
+        self.tightest: WindowState = tightest if tightest is not None else min(windows, key=_tightness)
+
+    def __repr__(self) -> str:
+        return f"Decision(allowed={self.allowed}, windows={self.windows!r}, retry_after={self.retry_after})"
+
+
+def _tightness(state: WindowState) -> tuple[int, float, float]:
+    return (state.remaining, -state.retry_after, state.reset_at)
 
 
 @lru_cache(maxsize=65536)
@@ -115,13 +126,17 @@ class SlidingWindowLimiter:
 def _decision(reply: Sequence[int], windows: Sequence[Window], now: float) -> Decision:
     states = []
     retry_after = 0.0
+    tightest: WindowState | None = None
     at = 1
     for window in windows:
         retry_ms = reply[at + 3]
         retry = math.inf if retry_ms < 0 else retry_ms / 1000
         if retry > retry_after:
             retry_after = retry
-        states.append(WindowState(window, reply[at], reply[at + 1], now + reply[at + 2] / 1000, retry))
+        state = WindowState(window, reply[at], reply[at + 1], now + reply[at + 2] / 1000, retry)
+        states.append(state)
+        if tightest is None or _tightness(state) < _tightness(tightest):
+            tightest = state
         at += 4
     allowed = reply[0] == 1
-    return Decision(allowed, tuple(states), 0.0 if allowed else retry_after)
+    return Decision(allowed, tuple(states), 0.0 if allowed else retry_after, tightest)

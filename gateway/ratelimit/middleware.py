@@ -17,7 +17,7 @@ from gateway.config.ratelimit import ANONYMOUS_TIER, HeaderStyle
 from gateway.identity import Identity
 from gateway.ratelimit.headers import rate_limit_headers
 from gateway.ratelimit.service import RateLimitService, Verdict
-from gateway.responses import send_error
+from gateway.responses import RESPONSE_HEADERS, send_error
 from gateway.timestamps import format_reset
 
 
@@ -55,6 +55,11 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = rate_limit_headers(verdict.decision, self.header_styles, policy=_policy(verdict))
+        response_headers: list[tuple[bytes, bytes]] | None = scope.get(RESPONSE_HEADERS)
+        if response_headers is not None:  # in the gateway: its outermost step adds them
+            response_headers += headers
+            await self.app(scope, receive, send)
+            return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
