@@ -156,6 +156,10 @@ SHORTENER_REDIRECTS = Counter("gateway_shortener_redirects", "Answers to GET /{c
 SHORTENER_CLICKS_DROPPED = Counter(
     "gateway_shortener_clicks_dropped", "Click events dropped because the in-memory buffer was full (storage down)."
 )
+SHORTENER_UNPARSED_AGENTS = Counter(
+    "gateway_shortener_unparsed_agents",
+    "Click groups whose browser was left unparsed: more new User-Agents in one flush than its parse budget.",
+)
 SHORTENER_CLICK_BUFFER = Gauge(
     "gateway_shortener_click_buffer",
     "Clicks waiting in memory because no storage took them at the last flush.",

@@ -120,6 +120,24 @@ SCHEMAS: dict[str, Schema] = {
         },
         ["results"],
     ),
+    "LinkStats": _object(
+        {
+            "short_code": {"type": "string"},
+            "from": {"type": "string", "format": "date"},
+            "to": {"type": "string", "format": "date"},
+            "clicks": {"type": "integer", "minimum": 0},
+            **{
+                f"by_{name}": {
+                    "type": "array",
+                    "items": _object(
+                        {name: {"type": "string"}, "clicks": {"type": "integer", "minimum": 1}}, [name, "clicks"]
+                    ),
+                }
+                for name in ("day", "device", "referrer", "browser")
+            },
+        },
+        ["short_code", "from", "to", "clicks", "by_day", "by_device", "by_referrer", "by_browser"],
+    ),
     "LinkPage": _object(
         {"links": {"type": "array", "items": _ref("Link")}, "next_cursor": _nullable({"type": "string"})},
         ["links", "next_cursor"],
@@ -474,6 +492,20 @@ def document(
                     ],
                     secured=False,
                 )
+            ),
+        },
+        "/api/v1/urls/{code}/stats": {
+            "parameters": [_path_parameter("code")],
+            "get": _operation(
+                "A link's clicks over a range of UTC days, by day, device class, referrer host and browser "
+                "(whoever may read the link)",
+                (200, "The statistics; referrers and browsers are the top 50, most clicks first.", _ref("LinkStats")),
+                (400, 401, 403, 404),
+                parameters=[
+                    {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
+                    {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}},
+                ],
+                secured=False,
             ),
         },
         "/api/v1/keys": {

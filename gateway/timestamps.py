@@ -1,5 +1,7 @@
 """The one timestamp format of the gateway's answers, and the one parser of timestamps in requests.
 
+Days (click statistics) are UTC calendar days, `2030-01-31`, in and out.
+
 Out: RFC 3339 in UTC with milliseconds, `2030-01-31T09:00:00.000Z`, whatever the field. In: RFC 3339 with a date,
 a time and an offset (`Z` or `+02:00`); a timestamp without an offset is refused, since the server's zone and the
 client's need not agree.
@@ -8,11 +10,13 @@ client's need not agree.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+import re
+from datetime import UTC, date, datetime
 
 from gateway.exceptions import InvalidField
 
 EXAMPLE = "2030-01-31T09:00:00Z"
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def format_time(epoch: float) -> str:
@@ -40,3 +44,18 @@ def parse_time(field: str, value: object) -> float:
 
 def format_optional(epoch: float | None) -> str | None:
     return None if epoch is None else format_time(epoch)
+
+
+def format_day(epoch: float) -> str:
+    """Epoch seconds → the UTC day, `2030-01-31`."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d")
+
+
+def parse_day(field: str, value: str) -> date:
+    """`2030-01-31` → that date; InvalidField naming `field` otherwise."""
+    try:
+        if not _DAY.fullmatch(value):
+            raise ValueError(value)
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidField(field, f"{field} must be a day such as 2030-01-31: {value!r}") from None

@@ -8,8 +8,9 @@ Who may do what:
 - bulk create (`POST /api/v1/urls/bulk`): as create, per item.
 - list (`GET /api/v1/urls?owner=me`): a caller's own links, newest first, with cursor paging; an admin may
   name any owner.
-- read and delete: the owner, or an admin API key. An ownerless link's metadata is public, and only an admin
-  may delete it. With `require_api_key`, reads and deletes need an API key too.
+- read, statistics (`GET /api/v1/urls/{code}/stats`) and delete: the owner, or an admin API key. An
+  ownerless link's metadata and statistics are public, and only an admin may delete it. With
+  `require_api_key`, reads and deletes need an API key too.
 
 Endpoints raise the gateway's errors (gateway/exceptions.py); one handler renders them.
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import segno
@@ -32,8 +35,9 @@ from gateway.exceptions import ApiKeyRequired, Forbidden, GatewayError, InvalidF
 from gateway.request_body import read_json
 from gateway.responses import error_parts
 from gateway.shortener.service import ShortenerService
-from gateway.shortener.store import Link
+from gateway.shortener.store import FACETS, Link
 from gateway.shortener.validation import TAG, parse_create
+from gateway.timestamps import format_day, parse_day
 
 
 def service_of(request: Request) -> ShortenerService:
@@ -114,6 +118,54 @@ async def read(request: Request) -> Response:
     return JSONResponse(service.describe(link, daily=daily))
 
 
+#: Days one statistics answer may span, and the span when `from` is not given.
+STATS_MAX_DAYS, STATS_DEFAULT_DAYS = 366, 30
+#: Referrer hosts and browsers listed per answer, most clicks first.
+STATS_TOP = 50
+
+
+async def stats(request: Request) -> Response:
+    """`GET /api/v1/urls/{code}/stats?from=&to=`: clicks in a range of UTC days (inclusive; `to` defaults to
+    today, `from` to 29 days before `to`), by day, device class, referrer host and browser family."""
+    service = service_of(request)
+    link = await existing_link(service, request.path_params["code"])
+    if not (may_change(request, link) or link.owner is None):
+        raise Forbidden("only the link's owner or an admin may read its statistics")
+    query = request.query_params
+    last = parse_day("to", query["to"]) if "to" in query else parse_day("to", format_day(time.time()))
+    first = parse_day("from", query["from"]) if "from" in query else last - timedelta(days=STATS_DEFAULT_DAYS - 1)
+    if first > last:
+        raise InvalidField("from", "from must not be after to")
+    if (last - first).days >= STATS_MAX_DAYS:
+        raise InvalidField("from", f"a statistics answer spans at most {STATS_MAX_DAYS} days")
+    daily, facets = await service.store.click_stats(link.short_code, first.isoformat(), last.isoformat())
+    by_day: Counter[str] = Counter()
+    by_device: Counter[str] = Counter()
+    for row in daily:
+        by_day[row["day"]] += int(row["clicks"])
+        by_device[row["agent"]] += int(row["clicks"])
+    by_facet: dict[str, Counter[str]] = {facet: Counter() for facet in FACETS}
+    for row in facets:
+        by_facet[row["facet"]][row["value"]] += int(row["clicks"])
+    return JSONResponse(
+        {
+            "short_code": link.short_code,
+            "from": first.isoformat(),
+            "to": last.isoformat(),
+            "clicks": sum(by_day.values()),
+            "by_day": [{"day": day, "clicks": by_day[day]} for day in sorted(by_day)],
+            "by_device": _ranked("device", by_device),
+            "by_referrer": _ranked("referrer", by_facet["referrer"])[:STATS_TOP],
+            "by_browser": _ranked("browser", by_facet["browser"])[:STATS_TOP],
+        }
+    )
+
+
+def _ranked(name: str, counts: Counter[str]) -> list[dict[str, Any]]:
+    """Most clicks first; equal counts by name, so that answers are stable."""
+    return [{name: key, "clicks": n} for key, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+
+
 #: QR module sizes in pixels a caller may ask for (`size`), and the default.
 QR_SIZES, QR_DEFAULT_SIZE = range(1, 41), 4
 QR_MEDIA = {"svg": "image/svg+xml", "png": "image/png"}
@@ -167,5 +219,6 @@ ROUTES: list[BaseRoute] = [
     Route("/api/v1/urls/bulk", create_many, methods=["POST"]),
     Route("/api/v1/urls/{code}", read, methods=["GET"]),
     Route("/api/v1/urls/{code}/qr", qr_code, methods=["GET"]),
+    Route("/api/v1/urls/{code}/stats", stats, methods=["GET"]),
     Route("/api/v1/urls/{code}", delete, methods=["DELETE"]),
 ]

@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import ua_parser
+
 from gateway import metrics
 from gateway.engines.streams import ensure_group
 from gateway.events import EventBus, UrlClicked
@@ -73,6 +75,54 @@ def referrer_host(referer: str | None) -> str | None:
     except ValueError:
         return None
     return host[:253].replace("\t", "") if host else None
+
+
+#: Browser family of a User-Agent nobody sent, and of one left unparsed past a flush's budget.
+NO_BROWSER = "Other"
+UNPARSED_BROWSER = "(unparsed)"
+#: New User-Agents parsed per flush (about 0.1 ms each, on the event loop): a flood of distinct agents costs a
+#: flush at most ~30 ms; past the budget a click's browser is UNPARSED_BROWSER (counted, never dropped).
+PARSE_BUDGET = 256
+
+
+def browser_family(user_agent: str | None) -> str:
+    """The browser family ("Chrome", "Mobile Safari", "Firefox", "curl", "Googlebot", ...) by uap-core's rules."""
+    if not user_agent:
+        return NO_BROWSER
+    found = ua_parser.parse_user_agent(user_agent)
+    return found.family[:64] if found is not None else NO_BROWSER
+
+
+class _BrowserCache:
+    """browser_family per raw User-Agent, remembered, with at most `budget` new parses per `fresh()` period."""
+
+    def __init__(self, size: int = 4096, budget: int = PARSE_BUDGET) -> None:
+        self.size = size
+        self.budget = budget
+        self._known: dict[bytes | None, str] = {}
+        self._left = budget
+
+    def fresh(self) -> None:
+        self._left = self.budget
+
+    def __call__(self, raw: bytes | None) -> str:
+        family = self._known.get(raw)
+        if family is not None:
+            return family
+        if raw is None:
+            return NO_BROWSER
+        if self._left <= 0:
+            metrics.SHORTENER_UNPARSED_AGENTS.inc()
+            return UNPARSED_BROWSER
+        self._left -= 1
+        family = browser_family(raw.decode("latin-1"))
+        if len(self._known) >= self.size:
+            self._known.clear()
+        self._known[raw] = family
+        return family
+
+
+_browser_of = _BrowserCache()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -128,28 +178,40 @@ class ClickRecorder:
 
 
 def group(taken: dict[PendingKey, list[float]]) -> list[Click]:
-    """Recorded clicks as the aggregator wants them: per code, referrer host and agent class."""
-    groups: dict[tuple[str, str | None, str], list[float]] = {}
+    """Recorded clicks as the aggregator wants them: per code, referrer host, agent class and browser."""
+    _browser_of.fresh()
+    groups: dict[tuple[str, str | None, str, str], list[float]] = {}
     for (code, referer, user_agent), (at, count) in taken.items():
-        key = (code, _referrer_of(referer), _agent_of(user_agent))
+        key = (code, _referrer_of(referer), _agent_of(user_agent), _browser_of(user_agent))
         entry = groups.get(key)
         if entry is None:
             groups[key] = [at, count]
         else:
             entry[0], entry[1] = min(entry[0], at), entry[1] + count
-    return [Click(code, at, referrer, agent, int(count)) for (code, referrer, agent), (at, count) in groups.items()]
+    return [
+        Click(code, at, referrer, agent, int(count), browser)
+        for (code, referrer, agent, browser), (at, count) in groups.items()
+    ]
 
 
 def encode_clicks(clicks: Sequence[Click]) -> str:
-    """Clicks as the text of one stream entry: a line each, code, time, referrer, agent and count by tabs."""
-    return "\n".join(f"{c.short_code}\t{c.at!r}\t{c.referrer or ''}\t{c.agent}\t{c.count}" for c in clicks)
+    """Clicks as the text of one stream entry: a line each, code, time, referrer, agent, count, browser by tabs."""
+    return "\n".join(
+        f"{c.short_code}\t{c.at!r}\t{c.referrer or ''}\t{c.agent}\t{c.count}\t{_tabless(c.browser)}" for c in clicks
+    )
+
+
+def _tabless(text: str) -> str:
+    return text.replace("\t", " ").replace("\n", " ")
 
 
 def decode_clicks(text: str) -> list[Click]:
     clicks = []
     for line in text.splitlines():
-        code, at, referrer, agent, count = line.split("\t")
-        clicks.append(Click(code, float(at), referrer or None, agent, int(count)))
+        # Five fields: an entry a gateway before browsers wrote (a rolling upgrade); it counts as NO_BROWSER.
+        code, at, referrer, agent, count, *browser = line.split("\t")
+        family = browser[0] if browser else NO_BROWSER
+        clicks.append(Click(code, float(at), referrer or None, agent, int(count), family))
     return clicks
 
 

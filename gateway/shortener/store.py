@@ -17,11 +17,12 @@ from gateway.breaker import CircuitBreaker
 from gateway.engines.database import Connection, Database, Migration, Row, UniqueViolation
 from gateway.exceptions import StorageError
 from gateway.shortener.inserts import InsertBatcher
+from gateway.timestamps import format_day
 
 T = TypeVar("T")
 SYSTEM = "shortener"
-#: Rows per multi-row INSERT: 5 parameters each stays under SQLite's 999-variable floor.
-INSERT_CHUNK = 190
+#: Rows per multi-row INSERT: 6 parameters each stays under SQLite's 999-variable floor.
+INSERT_CHUNK = 160
 
 # The tables both dialects share; only the code counter and the queue's key differ.
 _TABLES = """
@@ -69,7 +70,19 @@ MIGRATIONS = [
     ),
     # Tags, stored as ",a,b," so that one tag matches as `LIKE '%,a,%'` (a tag has no LIKE wildcard).
     Migration(SYSTEM, 2, sql="ALTER TABLE urls ADD COLUMN tags TEXT NOT NULL DEFAULT ''"),
+    # Clicks by referrer host and by browser family, per day: one row per (code, day, facet, value).
+    Migration(
+        SYSTEM,
+        3,
+        sql="ALTER TABLE clicks_queue ADD COLUMN browser TEXT NOT NULL DEFAULT 'Other';"
+        "CREATE TABLE url_click_facets ("
+        " short_code TEXT NOT NULL, day TEXT NOT NULL, facet TEXT NOT NULL, value TEXT NOT NULL,"
+        " clicks BIGINT NOT NULL, PRIMARY KEY (short_code, day, facet, value))",
+    ),
 ]
+#: What url_click_facets holds, and the value that stands for "no Referer".
+FACETS = ("referrer", "browser")
+DIRECT = "(direct)"
 _COLUMNS = (
     "short_code, long_url, custom_alias, owner, created_at, expires_at, max_visits, visits, deleted_at, click_count, "
     "tags"
@@ -98,14 +111,15 @@ class Link:
 
 @dataclass(frozen=True, slots=True)
 class Click:
-    """`count` redirects to one code with one referrer host and agent class (bot/mobile/desktop/other),
-    the first of them at `at`: what the aggregator folds."""
+    """`count` redirects to one code with one referrer host, agent class (bot/mobile/desktop/other) and browser
+    family, the first of them at `at`: what the aggregator folds."""
 
     short_code: str
     at: float
     referrer: str | None
     agent: str
     count: int = 1
+    browser: str = "Other"
 
 
 class UrlStore:
@@ -256,9 +270,30 @@ class UrlStore:
                 "SELECT day, agent, clicks FROM url_clicks_daily WHERE short_code = $1 AND day >= $2 "
                 "ORDER BY day DESC, agent",
                 code,
-                time.strftime("%Y-%m-%d", time.gmtime(time.time() - days * 86400)),
+                format_day(time.time() - days * 86400),
             )
         )
+
+    async def click_stats(self, code: str, first_day: str, last_day: str) -> tuple[list[Row], list[Row]]:
+        """Clicks per (day, agent) and per (facet, value) for the days from `first_day` to `last_day` (inclusive)."""
+
+        async def run() -> tuple[list[Row], list[Row]]:
+            daily = await self.database.fetch(
+                "SELECT day, agent, clicks FROM url_clicks_daily WHERE short_code = $1 AND day >= $2 AND day <= $3",
+                code,
+                first_day,
+                last_day,
+            )
+            facets = await self.database.fetch(
+                "SELECT facet, value, SUM(clicks) AS clicks FROM url_click_facets "
+                "WHERE short_code = $1 AND day >= $2 AND day <= $3 GROUP BY facet, value",
+                code,
+                first_day,
+                last_day,
+            )
+            return daily, facets
+
+        return await self._call(run)
 
     async def enqueue(self, clicks: Sequence[Click]) -> None:
         """Append clicks to the durable local queue (the embedded engine, or Redis unreachable)."""
@@ -268,13 +303,15 @@ class UrlStore:
                 for start in range(0, len(clicks), INSERT_CHUNK):
                     chunk = clicks[start : start + INSERT_CHUNK]
                     values = ", ".join(
-                        "(" + ", ".join(f"${i * 5 + column}" for column in range(1, 6)) + ")" for i in range(len(chunk))
+                        "(" + ", ".join(f"${i * 6 + column}" for column in range(1, 7)) + ")" for i in range(len(chunk))
                     )
                     args: list[Any] = []
                     for click in chunk:
                         args += [click.short_code, float(click.at), click.referrer, click.agent, click.count]
+                        args.append(click.browser)
                     await conn.execute(
-                        f"INSERT INTO clicks_queue (short_code, clicked_at, referrer, agent, clicks) VALUES {values}",
+                        "INSERT INTO clicks_queue (short_code, clicked_at, referrer, agent, clicks, browser) "
+                        f"VALUES {values}",
                         *args,
                     )
 
@@ -289,11 +326,18 @@ class UrlStore:
                 rows = await conn.fetch(
                     "DELETE FROM clicks_queue WHERE id IN "
                     f"(SELECT id FROM clicks_queue ORDER BY id LIMIT $1{lock}) "
-                    "RETURNING short_code, clicked_at, referrer, agent, clicks",
+                    "RETURNING short_code, clicked_at, referrer, agent, clicks, browser",
                     limit,
                 )
                 clicks = [
-                    Click(row["short_code"], row["clicked_at"], row["referrer"], row["agent"], int(row["clicks"]))
+                    Click(
+                        row["short_code"],
+                        row["clicked_at"],
+                        row["referrer"],
+                        row["agent"],
+                        int(row["clicks"]),
+                        row["browser"],
+                    )
                     for row in rows
                 ]
                 await _add_counts(conn, clicks)
@@ -314,9 +358,13 @@ class UrlStore:
 async def _add_counts(conn: Connection, clicks: Sequence[Click]) -> None:
     totals: Counter[str] = Counter()
     daily: Counter[tuple[str, str, str]] = Counter()
+    facets: Counter[tuple[str, str, str, str]] = Counter()
     for click in clicks:
-        totals[click.short_code] += click.count
-        daily[click.short_code, time.strftime("%Y-%m-%d", time.gmtime(click.at)), click.agent] += click.count
+        code, day = click.short_code, format_day(click.at)
+        totals[code] += click.count
+        daily[code, day, click.agent] += click.count
+        facets[code, day, "referrer", click.referrer or DIRECT] += click.count
+        facets[code, day, "browser", click.browser] += click.count
     # Sorted, so that two aggregators updating overlapping codes take their row locks in the same order.
     for code, count in sorted(totals.items()):
         await conn.execute("UPDATE urls SET click_count = click_count + $2 WHERE short_code = $1", code, count)
@@ -327,5 +375,16 @@ async def _add_counts(conn: Connection, clicks: Sequence[Click]) -> None:
             code,
             day,
             agent,
+            count,
+        )
+    for (code, day, facet, value), count in sorted(facets.items()):
+        await conn.execute(
+            "INSERT INTO url_click_facets (short_code, day, facet, value, clicks) VALUES ($1, $2, $3, $4, $5) "
+            "ON CONFLICT (short_code, day, facet, value) "
+            "DO UPDATE SET clicks = url_click_facets.clicks + excluded.clicks",
+            code,
+            day,
+            facet,
+            value,
             count,
         )

@@ -13,8 +13,10 @@ from gateway.engines.database import Database
 from gateway.shortener.clicks import (
     GROUP,
     STREAM,
+    UNPARSED_BROWSER,
     ClickRecorder,
     agent_class,
+    browser_family,
     decode_clicks,
     encode_clicks,
     group,
@@ -22,7 +24,7 @@ from gateway.shortener.clicks import (
 )
 from gateway.shortener.store import Click
 from tests.proxy_fixtures import eventually
-from tests.shortener.conftest import Backend, running
+from tests.shortener.conftest import ALICE, BOB, ROOT, Backend, running
 
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
@@ -63,12 +65,48 @@ def test_identical_clicks_share_one_entry_and_group_by_class() -> None:
     recorder.record("xyz", 15.0, None, None)  # over the limit of 3 distinct entries: dropped
     assert len(recorder) == 5
     clicks = group(recorder.take())
-    assert sorted(clicks, key=lambda c: c.agent) == [
-        Click("abc", 10.0, None, "desktop", 4),
-        Click("abc", 14.0, "t.co", "mobile", 1),
+    assert sorted(clicks, key=lambda c: (c.agent, c.browser)) == [
+        Click("abc", 10.0, None, "desktop", 3, "Chrome"),
+        Click("abc", 13.0, None, "desktop", 1, "Firefox"),
+        Click("abc", 14.0, "t.co", "mobile", 1, "Mobile Safari UI/WKWebView"),
     ]
     assert len(recorder) == 0
     assert decode_clicks(encode_clicks(clicks)) == clicks
+
+
+@pytest.mark.parametrize(
+    ("agent", "family"),
+    [
+        (CHROME, "Chrome"),
+        ("Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0", "Firefox"),
+        (GOOGLEBOT, "Googlebot"),
+        ("curl/8.5.0", "curl"),
+        ("SomethingElse/1.0", "Other"),
+        (None, "Other"),
+        ("", "Other"),
+    ],
+)
+def test_browser_families_come_from_uap_core(agent: str | None, family: str) -> None:
+    assert browser_family(agent) == family
+
+
+def test_a_flood_of_new_user_agents_is_parsed_within_a_budget_and_still_counted() -> None:
+    recorder = ClickRecorder()
+    for n in range(400):  # more new agents in one flush than PARSE_BUDGET (256)
+        recorder.record("abc", 10.0, None, f"Mozilla/5.0 Firefox/{n}.0".encode())
+    clicks = group(recorder.take())
+    assert sum(click.count for click in clicks) == 400  # none lost
+    by_browser = {click.browser: click.count for click in clicks}
+    assert by_browser == {"Firefox": 256, UNPARSED_BROWSER: 144}
+    # The next flush has its own budget, and what was parsed is remembered.
+    recorder.record("abc", 11.0, None, b"Mozilla/5.0 Firefox/399.0")
+    recorder.record("abc", 11.0, None, b"Mozilla/5.0 Firefox/0.0")
+    assert {click.browser: click.count for click in group(recorder.take())} == {"Firefox": 2}
+
+
+def test_stream_entries_of_an_older_gateway_still_decode() -> None:
+    # Five fields, no browser: written before browsers were counted (a rolling upgrade shares the stream).
+    assert decode_clicks("abc\t10.0\tt.co\tmobile\t3") == [Click("abc", 10.0, "t.co", "mobile", 3, "Other")]
 
 
 def test_clicks_put_back_merge_with_newer_ones() -> None:
@@ -155,3 +193,69 @@ async def test_no_click_is_lost_across_a_restart(backend: Backend) -> None:
             return await restarted.click_count(code) == expected
 
         assert await eventually(all_counted, timeout=5), await restarted.click_count(code)
+
+
+async def test_link_statistics_by_day_device_referrer_and_browser(backend: Backend) -> None:
+    async with running(backend.settings()) as gateway:
+        code = (await gateway.create(ALICE, long_url="https://example.com/stats")).json()["short_code"]
+        for agent, referer in [
+            (CHROME, "https://news.example.com/x"),
+            (CHROME, "https://news.example.com/y"),
+            (CHROME, None),
+            (IPHONE, "https://t.co/abc"),
+            (GOOGLEBOT, None),
+        ]:
+            headers = {"User-Agent": agent, **({"Referer": referer} if referer else {})}
+            assert (await gateway.client.get(f"/{code}", headers=headers)).status_code == 301
+
+        async def counted() -> bool:
+            return await gateway.click_count(code) == 5
+
+        assert await eventually(counted, timeout=5)
+        own = {"X-API-Key": ALICE}
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        answer = await gateway.client.get(f"/api/v1/urls/{code}/stats", headers=own)
+        assert answer.status_code == 200, answer.text
+        stats = answer.json()
+        assert stats["short_code"] == code and stats["to"] == today and stats["clicks"] == 5
+        assert stats["by_day"] == [{"day": today, "clicks": 5}]
+        assert stats["by_device"] == [
+            {"device": "desktop", "clicks": 3},
+            {"device": "bot", "clicks": 1},
+            {"device": "mobile", "clicks": 1},
+        ]
+        assert stats["by_referrer"] == [
+            {"referrer": "(direct)", "clicks": 2},
+            {"referrer": "news.example.com", "clicks": 2},
+            {"referrer": "t.co", "clicks": 1},
+        ]
+        assert stats["by_browser"] == [
+            {"browser": "Chrome", "clicks": 3},
+            {"browser": "Googlebot", "clicks": 1},
+            {"browser": "Mobile Safari UI/WKWebView", "clicks": 1},
+        ]
+        # A range that ends before today holds none of them.
+        before = await gateway.client.get(
+            f"/api/v1/urls/{code}/stats", params={"from": "2020-01-01", "to": "2020-01-31"}, headers=own
+        )
+        assert before.json()["clicks"] == 0 and before.json()["by_browser"] == []
+        # Another user may not read them; an admin may.
+        assert (await gateway.client.get(f"/api/v1/urls/{code}/stats", headers={"X-API-Key": BOB})).status_code == 403
+        assert (await gateway.client.get(f"/api/v1/urls/{code}/stats", headers={"X-API-Key": ROOT})).json() == stats
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"from": "yesterday"}, "from"),
+        ({"to": "2030-02-30"}, "to"),
+        ({"from": "2030-01-02", "to": "2030-01-01"}, "from"),
+        ({"from": "2020-01-01", "to": "2030-01-01"}, "from"),
+    ],
+)
+async def test_bad_statistics_ranges_are_400_naming_the_field(params: dict[str, str], field: str) -> None:
+    async with running(Backend("embedded", "sqlite:///:memory:").settings()) as gateway:
+        code = (await gateway.create(ALICE, long_url="https://example.com/stats")).json()["short_code"]
+        answer = await gateway.client.get(f"/api/v1/urls/{code}/stats", params=params, headers={"X-API-Key": ALICE})
+    assert answer.status_code == 400
+    assert answer.json()["field"] == field
