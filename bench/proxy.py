@@ -27,6 +27,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -174,6 +175,8 @@ class Row:
     command: list[str] = field(default_factory=list)
     #: For limiter rows: gateway_ratelimit_decisions_total by result after the run, read from /metrics.
     decisions: dict[str, float] = field(default_factory=dict)
+    #: One wrk run per round, in round order: every row's run i was measured in the same round i.
+    runs: list[WrkResult] = field(default_factory=list)
 
     @property
     def invalid(self) -> str | None:
@@ -329,10 +332,12 @@ def run_wrk(args: argparse.Namespace, port: int) -> WrkResult:
     url = f"http://127.0.0.1:{port}{args.path}"
     if args.warmup and args.warmup != "0":
         subprocess.run(wrk_argv(args, url, args.warmup), capture_output=True, check=True)
-    runs = [
-        parse_wrk(subprocess.run(wrk_argv(args, url, args.duration), capture_output=True, text=True, check=True).stdout)
-        for _ in range(args.repeat)
-    ]
+    return parse_wrk(
+        subprocess.run(wrk_argv(args, url, args.duration), capture_output=True, text=True, check=True).stdout
+    )
+
+
+def median_run(runs: list[WrkResult]) -> WrkResult:
     # The median run: a neighbour's burst of CPU on the shared cores spoils one run, not the figure.
     return sorted(runs, key=lambda r: r.requests_per_s)[len(runs) // 2]
 
@@ -428,16 +433,39 @@ def measure(args: argparse.Namespace) -> list[Row]:
                 raise SystemExit(f"the upstream answers {ref_status} to GET {args.path}: pick a path that answers 2xx")
             print(f"reference: GET {args.path} -> {ref_status}, {len(reference)} bytes")
             print("wrk:", " ".join(wrk_argv(args, "<url>", args.duration)), f"(after a {args.warmup} warm-up)\n")
-            for target in targets:
-                rows.append(measure_one(args, group, target, upstream_port, (ref_status, reference)))
+            # Every server is up at once and each round measures each in turn, so that a slow spell of the host
+            # (this machine's speed moves by 2x within minutes) falls on every row of a round, not on one row.
+            started = [
+                (target, *start_one(args, group, target, upstream_port, (ref_status, reference))) for target in targets
+            ]
+            for round_number in range(args.repeat):
+                if args.repeat > 1:
+                    print(f"round {round_number + 1} of {args.repeat}")
+                for target, row, port in started:
+                    if port is not None and not row.note:
+                        try:
+                            row.runs.append(run_wrk(args, port))
+                        except (OSError, subprocess.CalledProcessError, ValueError) as exc:
+                            row.note = f"failed: {exc}"
+                        else:
+                            print(f"  {target.name}: {_summary_of(row.runs[-1])}")
+            for target, row, port in started:
+                if row.runs and not row.note:
+                    row.result = median_run(row.runs)
+                    if target.key.startswith("gateway-rl") and port is not None:
+                        row.decisions = decisions_by_result(port)
+                if target.command is not None:
+                    group.stop(target.key)
+                rows.append(row)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
 
-def measure_one(
+def start_one(
     args: argparse.Namespace, group: Servers, target: Target, upstream_port: int, reference: tuple[int, bytes]
-) -> Row:
+) -> tuple[Row, int | None]:
+    """The target's server started and checked against the reference answer; its port, or None with a note."""
     row = Row(target.name)
     port = upstream_port
     try:
@@ -451,19 +479,15 @@ def measure_one(
         if (status, body) != reference:
             # A proxy answering wrongly must not get a throughput figure.
             row.note = f"wrong answer: {status}, {len(body)} bytes, sha256 {_sha(body)} (want {_sha(reference[1])})"
-        else:
-            row.result = run_wrk(args, port)
-            if target.key.startswith("gateway-rl"):
-                row.decisions = decisions_by_result(port)
     except Unavailable as exc:
         row.note, row.detail = "not available", str(exc)
+        return row, None
     except (OSError, subprocess.CalledProcessError, ValueError) as exc:
         row.note = f"failed: {exc}"
-    finally:
-        if target.command is not None:
-            group.stop(target.key)
-    print(f"  {target.name}: {_summary(row)}" + (f" ({row.detail})" if row.detail else ""))
-    return row
+        return row, None
+    if row.note:
+        print(f"  {target.name}: {row.note}")
+    return row, port
 
 
 def decisions_by_result(port: int) -> dict[str, float]:
@@ -486,10 +510,7 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
-def _summary(row: Row) -> str:
-    r = row.result
-    if r is None:
-        return row.note
+def _summary_of(r: WrkResult) -> str:
     return f"{r.requests_per_s:.0f} req/s, p50 {r.latency_ms.get('p50', 0):.2f} ms, errors {r.errors}"
 
 
@@ -543,14 +564,20 @@ def report(rows: list[Row], args: argparse.Namespace) -> bool | None:
             print(f"{row.name}: INVALID ({row.invalid}): FAIL")
             met = False
             continue
-        cost = 1 - limited.requests_per_s / gateway.result.requests_per_s
-        added_p99 = limited.latency_ms.get("p99", 0) - gateway.result.latency_ms.get("p99", 0)
+        # Paired by round (both measured within seconds of each other), then the median round.
+        pairs = list(zip(row.runs, gateway.runs, strict=False)) or [(limited, gateway.result)]
+        cost = statistics.median(1 - mine.requests_per_s / theirs.requests_per_s for mine, theirs in pairs)
+        added_p99 = statistics.median(
+            mine.latency_ms.get("p99", 0) - theirs.latency_ms.get("p99", 0) for mine, theirs in pairs
+        )
         budget = LIMITER_BUDGET["redis" if "redis" in row.name else "embedded"]
         ok = cost <= budget and added_p99 <= LIMITER_P99_BUDGET_MS and limited.errors == 0
         made = sum(row.decisions.values())
+        rounds = f", median of {len(pairs)} rounds" if len(pairs) > 1 else ""
         print(
-            f"{row.name}: costs {cost:.0%} of throughput and {added_p99:+.2f} ms at p99, {made:.0f} decisions all "
-            f"made (budget <= {budget:.0%} and <= {LIMITER_P99_BUDGET_MS:g} ms): {'PASS' if ok else 'FAIL'}"
+            f"{row.name}: costs {cost:.0%} of throughput and {added_p99:+.2f} ms at p99{rounds}, {made:.0f} "
+            f"decisions all made (budget <= {budget:.0%} and <= {LIMITER_P99_BUDGET_MS:g} ms): "
+            f"{'PASS' if ok else 'FAIL'}"
         )
         met = met and ok
     return met
@@ -569,7 +596,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=["httpx", "httpx-aiohttp", "gateway", "gateway-rl", "gateway-rl-redis", "nginx"],
         help="measure only this server (repeatable); direct and the aiohttp baseline always run",
     )
-    parser.add_argument("--repeat", type=int, default=1, help="wrk runs per server; the median one is kept")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds, each measuring every server in turn; the median run is kept"
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--check", action="store_true", help="exit 1 when the gateway target fails")
     parser.add_argument("--pin", action="store_true", help="each proxy alone on CPU 0, wrk/upstream/Redis on CPU 1")
