@@ -356,3 +356,17 @@ def test_scripts_are_loaded_once_from_the_lua_directory(tmp_path: Path, monkeypa
         lua_dir.cache_clear()
         load_script.cache_clear()
     assert lua_dir().name == "lua" and (lua_dir() / "sliding_window.lua").exists()
+
+
+async def test_redis_decisions_go_pre_packed_per_identity_rule_and_cost(redis_engine: RedisEngine) -> None:
+    limiter = SlidingWindowLimiter(redis_engine)
+    windows = (parse_window("3/1m"),)
+    identity = f"packed-{uuid.uuid4().hex}"
+    assert [(await limiter.hit(identity, "r1", windows)).allowed for _ in range(2)] == [True, True]
+    # A peek (cost 0) is a command of its own: sent as the cost-1 one, it would spend.
+    for _ in range(2):
+        assert (await limiter.peek(identity, "r1", windows)).windows[0].remaining == 1
+    assert [(await limiter.hit(identity, "r1", windows)).allowed for _ in range(2)] == [True, False]
+    # One packed command per (identity, rule, cost), reused; another identity's counters are its own.
+    assert sorted(cost for (who, _, cost) in limiter._packed if who == identity) == [0, 1]
+    assert (await limiter.hit(identity + "-other", "r1", windows)).windows[0].remaining == 2

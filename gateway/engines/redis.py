@@ -40,7 +40,7 @@ from redis.retry import Retry
 from gateway import metrics
 from gateway.batching import Coalescer
 from gateway.breaker import CircuitBreaker
-from gateway.engines.scripts import Script, encode_arg
+from gateway.engines.scripts import Script, pack_evalsha
 from gateway.exceptions import CircuitOpen, EngineOverloaded, StorageError
 
 DEFAULT_DEADLINE_S = 0.025
@@ -70,7 +70,13 @@ class _Call(NamedTuple):
     script: Script
     keys: Sequence[str | bytes]
     args: Sequence[int | float | str | bytes]
+    #: The EVALSHA as sent, when the caller packed it once (`eval_packed`); else packed per round trip.
+    packed: bytes | None
     future: asyncio.Future[Any]
+
+    @property
+    def command(self) -> bytes:
+        return self.packed if self.packed is not None else pack_evalsha(self.script, self.keys, self.args)
 
 
 class _Node(Protocol):
@@ -214,13 +220,6 @@ def _socket_fd(connection: AbstractConnection) -> int | None:
         return None
 
 
-def pack_evalsha(script: Script, keys: Sequence[str | bytes], args: Sequence[int | float | str | bytes]) -> bytes:
-    """One EVALSHA in RESP, encoded as redis-py would encode it, without its generic per-command overhead."""
-    items = [b"%d" % len(keys), *[encode_arg(key) for key in keys], *[encode_arg(arg) for arg in args]]
-    head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (len(items) + 2, script.sha1.encode())
-    return head + b"".join([b"$%d\r\n%s\r\n" % (len(item), item) for item in items])
-
-
 class RedisEngine:
     """Scripts on Redis or Redis Cluster; see the module docstring for what counts as a failure."""
 
@@ -242,7 +241,9 @@ class RedisEngine:
         self.max_queue = max_queue
         #: Pipelines sent so far (NOSCRIPT retries included): calls / round_trips is the batching factor.
         self.round_trips = 0
-        self._calls: Coalescer[tuple[Script, Sequence[str | bytes], Sequence[int | float | str | bytes]]] = Coalescer(
+        self._calls: Coalescer[
+            tuple[Script, Sequence[str | bytes], Sequence[int | float | str | bytes], bytes | None]
+        ] = Coalescer(
             self._round_trip,
             max_batch=MAX_BATCH,
             after_batch=self._fail_fast_while_open,
@@ -257,6 +258,20 @@ class RedisEngine:
         return len(self._calls)
 
     async def eval(self, script: Script, keys: Sequence[str | bytes], args: Sequence[int | float | str | bytes]) -> Any:
+        return await self._submit(script, keys, args, None)
+
+    async def eval_packed(self, script: Script, keys: Sequence[bytes], args: Sequence[bytes], packed: bytes) -> Any:
+        """`eval` for callers that send the same call often and pack it once: `packed` is
+        `pack_evalsha(script, keys, args)` (the limiter's hot path, where it cost a tenth of the decision)."""
+        return await self._submit(script, keys, args, packed)
+
+    async def _submit(
+        self,
+        script: Script,
+        keys: Sequence[str | bytes],
+        args: Sequence[int | float | str | bytes],
+        packed: bytes | None,
+    ) -> Any:
         # Not breaker.guard(): the outcome is the round trip's, recorded once per pipeline by _round_trip.
         breaker = self.breaker
         probing = breaker.admit() if breaker is not None else False
@@ -266,7 +281,7 @@ class RedisEngine:
             metrics.ENGINE_OVERLOADED.inc()
             raise EngineOverloaded(f"{len(self._calls)} calls already wait for redis (engine.redis.max_queue)")
         try:
-            return await self._calls.submit((script, keys, args))
+            return await self._calls.submit((script, keys, args, packed))
         except asyncio.CancelledError:
             if probing and breaker is not None:
                 breaker.release()  # the half-open probe's caller left; its call may never be sent
@@ -293,7 +308,7 @@ class RedisEngine:
 
     async def _round_trip(self, pending: list[tuple[Any, asyncio.Future[Any]]]) -> None:
         # Callers that gave up are already out of `pending` (the Coalescer): never debited late.
-        batch = [_Call(item[0], item[1], item[2], future) for item, future in pending]
+        batch = [_Call(item[0], item[1], item[2], item[3], future) for item, future in pending]
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -369,7 +384,7 @@ class RedisEngine:
                 await connection.connect()  # type: ignore[no-untyped-call]
         watch: ReplyWatch | None = None
         try:
-            await connection.send_packed_command(b"".join([pack_evalsha(*call[:3]) for call in batch]), False)
+            await connection.send_packed_command(b"".join([call.command for call in batch]), False)
             watch = ReplyWatch(loop, task, _socket_fd(connection), self.deadline_s, self.slow_call_s)
             replies: list[Any] = []
             for _ in batch:

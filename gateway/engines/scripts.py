@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -78,3 +79,10 @@ def encode_arg(value: int | float | str | bytes) -> bytes:
     if isinstance(value, str):
         return value.encode()
     return repr(value).encode()
+
+
+def pack_evalsha(script: Script, keys: Sequence[str | bytes], args: Sequence[int | float | str | bytes]) -> bytes:
+    """One EVALSHA in RESP, encoded as redis-py would encode it, without its generic per-command overhead."""
+    items = [b"%d" % len(keys), *[encode_arg(key) for key in keys], *[encode_arg(arg) for arg in args]]
+    head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (len(items) + 2, script.sha1.encode())
+    return head + b"".join([b"$%d\r\n%s\r\n" % (len(item), item) for item in items])
