@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gateway.config.base import Model
 from gateway.config.units import Duration, parse_duration
-from gateway.config.windows import parse_windows
+from gateway.config.windows import WindowTexts
 from gateway.events import EVENT_CLASSES, EVENT_TYPES, payload_fields
 
 Priority = Literal["high", "normal", "low"]
@@ -39,19 +39,7 @@ class ChannelSettings(Model):
     breaker: ChannelBreakerSettings = ChannelBreakerSettings()
     #: Sends per destination (a user's webhook URL, else the channel's provider), as rate-limit windows such as
     #: ["50/1s", "1000/1m"]; past them a message waits in its queue, it is not an attempt. null: no limit.
-    rate_limit: tuple[str, ...] | None = None
-
-    @field_validator("rate_limit", mode="before")
-    @classmethod
-    def _windows(cls, value: object) -> object:
-        return (value,) if isinstance(value, str) else value
-
-    @field_validator("rate_limit")
-    @classmethod
-    def _parse(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if value is not None:
-            parse_windows(value)
-        return value
+    rate_limit: WindowTexts | None = None
 
     @property
     def options(self) -> dict[str, Any]:

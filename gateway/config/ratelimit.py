@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from gateway.config.base import Model, upper_methods
 from gateway.config.units import Duration
-from gateway.config.windows import parse_windows
+from gateway.config.windows import WindowTexts
 from gateway.patterns import rule_pattern
 
 FailurePolicy = Literal["open", "closed", "local"]
@@ -119,22 +119,11 @@ class RuleSettings(Model):
     #: for one segment ("/users/*/orders"). A legacy trailing "/*" is read as "/**", with a warning.
     match: str
     methods: tuple[str, ...] | None = None
-    windows: tuple[str, ...] = Field(min_length=1)
+    windows: WindowTexts = Field(min_length=1)
     cost: int = Field(1, ge=1)
     on_failure: FailurePolicy = "open"
     #: Count and report, never refuse.
     shadow: bool = False
-
-    @field_validator("windows", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        return (value,) if isinstance(value, str) else value
-
-    @field_validator("windows")
-    @classmethod
-    def _parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        parse_windows(value)
-        return value
 
     @field_validator("match")
     @classmethod

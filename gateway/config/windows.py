@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator
 
 _UNITS: dict[str, tuple[str, int]] = {}
 for _letter, _seconds, _spellings in (
@@ -66,3 +69,17 @@ def parse_windows(texts: str | Iterable[str]) -> tuple[Window, ...]:
     if len(set(durations)) != len(durations):
         raise ValueError(f"rate-limit windows {[w.name for w in windows]} repeat a duration")
     return windows
+
+
+def _one_or_many(value: object) -> object:
+    return (value,) if isinstance(value, str) else value
+
+
+def _checked(texts: tuple[str, ...]) -> tuple[str, ...]:
+    parse_windows(texts)
+    return texts
+
+
+#: Windows as a setting holds them: one string or a list ("100/1m" or ["100/1m", "1000/1d"]), checked as
+#: parse_windows reads them (a rate-limit rule's `windows`, a channel's `rate_limit`).
+WindowTexts = Annotated[tuple[str, ...], BeforeValidator(_one_or_many), AfterValidator(_checked)]
