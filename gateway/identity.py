@@ -57,6 +57,13 @@ class ManagedKeys(Protocol):
     def active(self) -> Mapping[bytes, ManagedKey]: ...
 
 
+class StoredTiers(Protocol):
+    """Tiers set per user through the admin API (gateway/user_tiers.py TierStore): user id → tier, reloaded."""
+
+    @property
+    def tiers(self) -> Mapping[str, str]: ...
+
+
 BEARER = b"bearer "
 
 
@@ -81,6 +88,8 @@ class IdentityResolver:
         )
         #: The keys managed through /api/v1/keys (set by the runtime when there is a database).
         self.keyring: ManagedKeys | None = None
+        #: Tiers stored per user (/api/v1/users/{id}/tier): they override a credential's tier.
+        self.user_tiers: StoredTiers | None = None
         #: Verifies `Authorization: Bearer` JWTs, when identities.jwt is configured.
         self.tokens = TokenVerifier(settings.jwt, self.tiers) if settings.jwt is not None else None
         own = settings.upstream_headers
@@ -98,6 +107,15 @@ class IdentityResolver:
         return [(user_id, identity.user_id.encode()), (tier, identity.tier.encode()), (kind, identity.kind.encode())]
 
     def resolve(self, scope: Scope) -> Identity:
+        identity = self._resolve(scope)
+        stored = self.user_tiers.tiers if self.user_tiers is not None else None
+        if stored and identity.kind != "ip":
+            tier = stored.get(identity.user_id)
+            if tier is not None and tier != identity.tier and tier in self.tiers:
+                return identity._replace(tier=tier)
+        return identity
+
+    def _resolve(self, scope: Scope) -> Identity:
         api_key = user_id = tier = bearer = None
         for name, value in scope["headers"]:
             if name == self._api_key_header:
@@ -128,6 +146,10 @@ class IdentityResolver:
         return Identity(client_ip, self.settings.anonymous_tier, "ip")
 
     def tier_of(self, user_id: str) -> str | None:
+        """The user's stored tier, else the tier of their first key in the YAML; None if neither knows them."""
+        stored = self.user_tiers.tiers.get(user_id) if self.user_tiers is not None else None
+        if stored is not None and stored in self.tiers:
+            return stored
         for entry in self.settings.api_keys:
             if entry.user_id == user_id:
                 return entry.tier

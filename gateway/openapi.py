@@ -143,6 +143,14 @@ SCHEMAS: dict[str, Schema] = {
         ["links", "next_cursor"],
     ),
     "ApiKey": _object(_API_KEY, list(_API_KEY)),
+    "UserTier": _object(
+        {
+            "user_id": {"type": "string"},
+            "tier": {"type": "string"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+        ["user_id", "tier", "updated_at"],
+    ),
     "NewApiKey": _object(_API_KEY | {"key": {"type": "string"}}, [*_API_KEY, "key"]),
     "RateLimitStatus": _object(
         {
@@ -540,6 +548,21 @@ def document(
         "/api/v1/keys/{key_id}": {
             "parameters": [_path_parameter("key_id")],
             "delete": _operation("Revoke an API key (admin)", (204, "Revoked.", None), (403, 404)),
+        },
+        "/api/v1/users/{user_id}/tier": {
+            "parameters": [_path_parameter("user_id")],
+            "put": _operation(
+                "Store a user's tier; it overrides their credential's tier on every replica (admin)",
+                (200, "The stored tier.", _ref("UserTier")),
+                (400, 403),
+                body=_object({"tier": {"type": "string"}}, ["tier"]),
+            ),
+            "get": _operation("A user's stored tier (admin)", (200, "The stored tier.", _ref("UserTier")), (403, 404)),
+            "delete": _operation(
+                "Forget a user's stored tier: their credential's applies again (admin)",
+                (204, "Forgotten.", None),
+                (403, 404),
+            ),
         },
         "/api/v1/rate-limit/status": {
             "get": _operation(

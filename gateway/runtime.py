@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Route
 
-from gateway import apikeys, health, openapi
+from gateway import apikeys, health, openapi, user_tiers
 from gateway.access import ScopeMiddleware
 from gateway.apikeys import KeyRing
 from gateway.client_ip import TrustedProxies
@@ -34,6 +34,7 @@ from gateway.responses import handle_gateway_error, handle_http_exception
 from gateway.routing import Router
 from gateway.shortener import api as shortener_api
 from gateway.shortener.service import ShortenerService
+from gateway.user_tiers import TierStore
 
 logger = logging.getLogger("gateway")
 API_PREFIX = "/api/"
@@ -58,6 +59,8 @@ class Runtime:
         self._jwks: asyncio.Task[None] | None = None
         self.keyring = KeyRing(engines.database, refresh_s=settings.identities.key_refresh)
         self.identities.keyring = self.keyring
+        self.user_tiers = TierStore(engines.database)
+        self.identities.user_tiers = self.user_tiers
         self._key_reloads: asyncio.Task[None] | None = None
         self.ratelimit = RateLimitService(
             settings.ratelimit, engines.scripts, breaker=engines.breaker, events=events, local_engine=engines.embedded
@@ -81,6 +84,7 @@ class Runtime:
         self.own.state.notifications = self.notifications
         self.own.state.shortener = self.shortener
         self.own.state.keyring = self.keyring
+        self.own.state.user_tiers = self.user_tiers
         # Starlette's trailing-slash redirect builds Location from the client's Host header: a 404 is safer.
         self.own.router.redirect_slashes = False
         own_paths = {
@@ -126,6 +130,7 @@ class Runtime:
             Route(server.metrics_path, health.metrics_endpoint, methods=["GET"]),
             *ratelimit_api.ROUTES,
             *apikeys.ROUTES,
+            *user_tiers.ROUTES,
             *(notify_api.ROUTES if self.notifications.enabled else []),
             *(shortener_api.ROUTES if self.shortener.enabled else []),
         ]
@@ -135,21 +140,26 @@ class Runtime:
         await self.notifications.start()
         await self.shortener.start()
         try:
-            await self.keyring.start()
+            await self._load_identities()
         except StorageError as exc:  # the YAML's keys work meanwhile; the reload loop tries again
-            logger.warning("managed API keys unavailable until the database answers: %s", exc)
-        self._key_reloads = asyncio.get_running_loop().create_task(self._reload_keys(), name="api-keys")
+            logger.warning("managed API keys and stored tiers unavailable until the database answers: %s", exc)
+        self._key_reloads = asyncio.get_running_loop().create_task(self._reload_identities(), name="api-keys")
         tokens = self.identities.tokens
         if tokens is not None and tokens.fetches_keys:
             self._jwks = asyncio.get_running_loop().create_task(tokens.refresh_forever(), name="jwks")
 
-    async def _reload_keys(self) -> None:
+    async def _load_identities(self) -> None:
+        # Each migrates too, for a database that was down at start.
+        await self.keyring.start()
+        await self.user_tiers.start()
+
+    async def _reload_identities(self) -> None:
         while True:
             await asyncio.sleep(self.keyring.refresh_s)
             try:
-                await self.keyring.start()  # migrates too, for a database that was down at start
+                await self._load_identities()
             except StorageError as exc:
-                logger.warning("API keys not reloaded (the ones loaded before stay): %s", exc)
+                logger.warning("API keys and stored tiers not reloaded (the ones loaded before stay): %s", exc)
 
     async def aclose(self) -> None:
         if self._key_reloads is not None:
