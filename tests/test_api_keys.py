@@ -5,15 +5,13 @@ every replica within `key_refresh`."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.settings import parse_settings
 from tests.notify.harness import TEMPLATES
 from tests.proxy_fixtures import eventually
+from tests.replicas import replicas as started_replicas
 
 ADMIN = {"X-API-Key": "yaml-admin-key-01"}
 
@@ -38,16 +36,7 @@ notifications:
 
 @pytest.fixture
 async def replicas(engine_yaml: str) -> AsyncIterator[list[httpx.AsyncClient]]:
-    async with AsyncExitStack() as stack:
-        clients = []
-        for _ in range(2):
-            app = create_app(parse_settings(config(engine_yaml), environ={}))
-            await app.startup()
-            stack.push_async_callback(app.shutdown)
-            transport = httpx.ASGITransport(app=app)
-            clients.append(
-                await stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://gw"))
-            )
+    async with started_replicas(config(engine_yaml)) as clients:
         yield clients
 
 

@@ -5,14 +5,12 @@ forgetting it brings the key's tier back."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.settings import parse_settings
 from tests.proxy_fixtures import eventually
+from tests.replicas import replicas as started_replicas
 
 ADMIN = {"X-API-Key": "yaml-admin-key-01"}
 ALICE = {"X-API-Key": "alice-key-00001"}
@@ -37,16 +35,7 @@ ratelimit:
 
 @pytest.fixture
 async def replicas(engine_yaml: str) -> AsyncIterator[list[httpx.AsyncClient]]:
-    async with AsyncExitStack() as stack:
-        clients = []
-        for _ in range(2):
-            app = create_app(parse_settings(config(engine_yaml), environ={}))
-            await app.startup()
-            stack.push_async_callback(app.shutdown)
-            transport = httpx.ASGITransport(app=app)
-            clients.append(
-                await stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://gw"))
-            )
+    async with started_replicas(config(engine_yaml)) as clients:
         yield clients
 
 
