@@ -67,6 +67,18 @@ _LINK_DETAILS: dict[str, Schema] = {
     },
 }
 
+
+#: A rate-limit rule's fields, as in the YAML (gateway/config/ratelimit.py RuleSettings).
+_RULE: dict[str, Schema] = {
+    "name": {"type": "string"},
+    "tier": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]},
+    "match": {"type": "string", "pattern": "^/"},
+    "methods": _nullable({"type": "array", "items": {"type": "string"}}),
+    "windows": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
+    "cost": {"type": "integer", "minimum": 1},
+    "on_failure": {"enum": ["open", "closed", "local"]},
+    "shadow": {"type": "boolean"},
+}
 _API_KEY: dict[str, Schema] = {
     "id": {"type": "string"},
     "user_id": {"type": "string"},
@@ -143,6 +155,17 @@ SCHEMAS: dict[str, Schema] = {
         ["links", "next_cursor"],
     ),
     "ApiKey": _object(_API_KEY, list(_API_KEY)),
+    "RateLimitRule": _object(
+        {
+            "id": _nullable({"type": "string"}),
+            "source": {"enum": ["config", "api"]},
+            **_RULE,
+            "created_at": _nullable({"type": "string", "format": "date-time"}),
+            "updated_at": _nullable({"type": "string", "format": "date-time"}),
+        },
+        ["id", "source", "name", "match", "windows", "cost", "on_failure", "shadow", "created_at", "updated_at"],
+        closed=False,
+    ),
     "UserTier": _object(
         {
             "user_id": {"type": "string"},
@@ -548,6 +571,33 @@ def document(
         "/api/v1/keys/{key_id}": {
             "parameters": [_path_parameter("key_id")],
             "delete": _operation("Revoke an API key (admin)", (204, "Revoked.", None), (403, 404)),
+        },
+        "/api/v1/rate-limit/rules": {
+            "get": _operation(
+                "Every rate-limit rule: the configuration's and the managed ones (admin)",
+                (
+                    200,
+                    "The rules.",
+                    _object({"rules": {"type": "array", "items": _ref("RateLimitRule")}}, ["rules"]),
+                ),
+                (403,),
+            ),
+            "post": _operation(
+                "Add a managed rule (the YAML's grammar); every replica applies it within rule_refresh (admin)",
+                (201, "The rule.", _ref("RateLimitRule")),
+                (400, 403, 409),
+                body=_object(_RULE, ["match", "windows"]),
+            ),
+        },
+        "/api/v1/rate-limit/rules/{rule_id}": {
+            "parameters": [_path_parameter("rule_id")],
+            "put": _operation(
+                "Replace a managed rule; changed windows count afresh (admin)",
+                (200, "The rule.", _ref("RateLimitRule")),
+                (400, 403, 404, 409),
+                body=_object(_RULE, ["match", "windows"]),
+            ),
+            "delete": _operation("Remove a managed rule (admin)", (204, "Removed.", None), (403, 404)),
         },
         "/api/v1/users/{user_id}/tier": {
             "parameters": [_path_parameter("user_id")],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,6 +28,7 @@ from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.upstream import Upstream
 from gateway.ratelimit import api as ratelimit_api
 from gateway.ratelimit.middleware import RateLimitMiddleware
+from gateway.ratelimit.rule_store import RuleStore
 from gateway.ratelimit.service import RateLimitService
 from gateway.request_body import BodyLimitMiddleware
 from gateway.responses import handle_gateway_error, handle_http_exception
@@ -65,6 +66,8 @@ class Runtime:
         self.ratelimit = RateLimitService(
             settings.ratelimit, engines.scripts, breaker=engines.breaker, events=events, local_engine=engines.embedded
         )
+        self.rule_store = RuleStore(engines.database, self.ratelimit)
+        self._rule_reloads: asyncio.Task[None] | None = None
         self.shortener = ShortenerService(settings, engines, events)
         self.notifications = NotificationService(settings, engines, events)
         self.proxy = ProxyHandler(
@@ -85,6 +88,7 @@ class Runtime:
         self.own.state.shortener = self.shortener
         self.own.state.keyring = self.keyring
         self.own.state.user_tiers = self.user_tiers
+        self.own.state.rule_store = self.rule_store
         # Starlette's trailing-slash redirect builds Location from the client's Host header: a 404 is safer.
         self.own.router.redirect_slashes = False
         own_paths = {
@@ -143,7 +147,17 @@ class Runtime:
             await self._load_identities()
         except StorageError as exc:  # the YAML's keys work meanwhile; the reload loop tries again
             logger.warning("managed API keys and stored tiers unavailable until the database answers: %s", exc)
-        self._key_reloads = asyncio.get_running_loop().create_task(self._reload_identities(), name="api-keys")
+        self._key_reloads = asyncio.get_running_loop().create_task(
+            reload_forever(self._load_identities, self.keyring.refresh_s, "API keys and stored tiers"), name="api-keys"
+        )
+        try:
+            await self.rule_store.start()
+        except StorageError as exc:  # the YAML's rules apply meanwhile
+            logger.warning("managed rate-limit rules unavailable until the database answers: %s", exc)
+        self._rule_reloads = asyncio.get_running_loop().create_task(
+            reload_forever(self.rule_store.start, self.settings.ratelimit.rule_refresh, "rate-limit rules"),
+            name="rate-limit-rules",
+        )
         tokens = self.identities.tokens
         if tokens is not None and tokens.fetches_keys:
             self._jwks = asyncio.get_running_loop().create_task(tokens.refresh_forever(), name="jwks")
@@ -153,21 +167,25 @@ class Runtime:
         await self.keyring.start()
         await self.user_tiers.start()
 
-    async def _reload_identities(self) -> None:
-        while True:
-            await asyncio.sleep(self.keyring.refresh_s)
-            try:
-                await self._load_identities()
-            except StorageError as exc:
-                logger.warning("API keys and stored tiers not reloaded (the ones loaded before stay): %s", exc)
-
     async def aclose(self) -> None:
-        if self._key_reloads is not None:
-            self._key_reloads.cancel()
-            await asyncio.gather(self._key_reloads, return_exceptions=True)
+        for reloads in (self._key_reloads, self._rule_reloads):
+            if reloads is not None:
+                reloads.cancel()
+                await asyncio.gather(reloads, return_exceptions=True)
         if self._jwks is not None:
             self._jwks.cancel()
             await asyncio.gather(self._jwks, return_exceptions=True)
         await self.notifications.aclose()
         await self.shortener.aclose()
         await asyncio.gather(*(upstream.aclose() for upstream in self.upstreams.values()))
+
+
+async def reload_forever(load: Callable[[], Awaitable[None]], interval_s: float, what: str) -> None:
+    """`load` every `interval_s`; while the database fails, what was loaded before stays (and it migrates on each
+    load, for a database that was down at start)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await load()
+        except StorageError as exc:
+            logger.warning("%s not reloaded (the ones loaded before stay): %s", what, exc)

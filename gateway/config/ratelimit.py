@@ -156,6 +156,8 @@ class RateLimitSettings(Model):
     log_interval: Duration = 60.0
     #: Paths never limited (the gateway's health and metrics paths are always exempt).
     exempt_paths: tuple[str, ...] = ()
+    #: How often each replica reloads the rules managed through /api/v1/rate-limit/rules (an edit's reach).
+    rule_refresh: Duration = 2.0
 
     @model_validator(mode="after")
     def _unique_names(self) -> RateLimitSettings:

@@ -1,4 +1,5 @@
-"""The rate-limit API: a caller's own windows, and the internal check other services and proxies can share."""
+"""The rate-limit API: a caller's own windows, the internal check other services and proxies can share, and the
+rules an admin manages without a deploy (gateway/ratelimit/rule_store.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.access import caller, require_admin
-from gateway.exceptions import InvalidBody, InvalidField, StorageError
+from gateway.exceptions import InvalidBody, InvalidField, NotFound, StorageError
 from gateway.identity import Identity, IdentityResolver
+from gateway.ratelimit.rule_store import RuleStore, describe, parse_rule
 from gateway.ratelimit.service import RateLimitService
 from gateway.request_body import read_json
 from gateway.timestamps import format_reset
 
 STATUS_PATH = "/api/v1/rate-limit/status"
 CHECK_PATH = "/api/v1/rate-limit/check"
+RULES_PATH = "/api/v1/rate-limit/rules"
 
 
 def service_of(request: Request) -> RateLimitService:
@@ -103,7 +106,48 @@ async def check(request: Request) -> Response:
     return JSONResponse(payload, status_code=200)
 
 
+def rule_store_of(request: Request) -> RuleStore:
+    require_admin(request, "managing rate-limit rules")
+    store: RuleStore = request.app.state.rule_store
+    return store
+
+
+async def list_rules(request: Request) -> Response:
+    """Every rule: the configuration's (`source: config`, no id) and the managed ones (`source: api`)."""
+    store = rule_store_of(request)
+    rules = [describe(rule) for rule in store.service.settings.rules]
+    rules += [describe(rule.settings, rule) for rule in store.rules]
+    return JSONResponse({"rules": rules})
+
+
+async def create_rule(request: Request) -> Response:
+    store = rule_store_of(request)
+    settings = parse_rule(await read_json(request), store.service.settings.tiers)
+    rule = await store.create(settings)
+    return JSONResponse(describe(rule.settings, rule), status_code=201)
+
+
+async def replace_rule(request: Request) -> Response:
+    store = rule_store_of(request)
+    settings = parse_rule(await read_json(request), store.service.settings.tiers)
+    rule = await store.replace(request.path_params["rule_id"], settings)
+    if rule is None:
+        raise NotFound("no managed rule with this id (a rule of the configuration is changed in its YAML)")
+    return JSONResponse(describe(rule.settings, rule))
+
+
+async def delete_rule(request: Request) -> Response:
+    store = rule_store_of(request)
+    if not await store.delete(request.path_params["rule_id"]):
+        raise NotFound("no managed rule with this id")
+    return Response(status_code=204)
+
+
 ROUTES: list[BaseRoute] = [
     Route(STATUS_PATH, status, methods=["GET"]),
     Route(CHECK_PATH, check, methods=["POST"]),
+    Route(RULES_PATH, list_rules, methods=["GET"]),
+    Route(RULES_PATH, create_rule, methods=["POST"]),
+    Route(RULES_PATH + "/{rule_id}", replace_rule, methods=["PUT"]),
+    Route(RULES_PATH + "/{rule_id}", delete_rule, methods=["DELETE"]),
 ]

@@ -4,7 +4,8 @@
 exact path, then a pattern with one-segment wildcards (more literal characters first), then the longest prefix
 ("/api/v1/**"). Paths are the edge's normalised ones (gateway/paths.py),
 and a trailing slash matches as if it were not there. At equal specificity a rule that names the tier
-beats one for every tier, and one that names methods beats one that does not.
+beats one for every tier, one that names methods beats one that does not, and a rule managed through the admin
+API (gateway/ratelimit/rule_store.py) beats one from the YAML.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Rule:
     cost: int
     on_failure: FailurePolicy
     shadow: bool
-    rank: tuple[int, int, int, int]
+    rank: tuple[int, int, int, int, int]
     #: The RateLimit-Policy header value, built once.
     policy: bytes
     path: PathPattern
@@ -47,7 +48,13 @@ class Rule:
         return self.path.matches(path)
 
 
-def compile_rule(settings: RuleSettings) -> Rule:
+def rule_name(settings: RuleSettings) -> str:
+    """The name a rule shows in metrics, headers and status: its own, else "<tiers>:<match>"."""
+    tiers = settings.tiers
+    return settings.name or f"{'|'.join(tiers) if tiers else '*'}:{settings.match}"
+
+
+def compile_rule(settings: RuleSettings, *, managed: bool = False) -> Rule:
     match = settings.match
     path, _legacy = rule_pattern(match)
     kind, literal = path.specificity
@@ -55,7 +62,7 @@ def compile_rule(settings: RuleSettings) -> Rule:
     fingerprint = repr((sorted(tiers or ()), match, sorted(settings.methods or ()), settings.windows, settings.cost))
     windows = parse_windows(settings.windows)
     return Rule(
-        name=settings.name or f"{'|'.join(tiers) if tiers else '*'}:{match}",
+        name=rule_name(settings),
         id=hashlib.blake2b(fingerprint.encode(), digest_size=4).hexdigest(),
         tiers=frozenset(tiers) if tiers else None,
         methods=with_head(settings.methods),
@@ -63,15 +70,15 @@ def compile_rule(settings: RuleSettings) -> Rule:
         cost=settings.cost,
         on_failure=settings.on_failure,
         shadow=settings.shadow,
-        rank=(kind, literal, 1 if tiers else 0, 1 if settings.methods else 0),
+        rank=(kind, literal, 1 if tiers else 0, 1 if settings.methods else 0, 1 if managed else 0),
         policy=policy_value(windows),
         path=path,
     )
 
 
 class RuleSet:
-    def __init__(self, rules: Iterable[RuleSettings]) -> None:
-        compiled = [compile_rule(rule) for rule in rules]
+    def __init__(self, rules: Iterable[RuleSettings], managed: Iterable[RuleSettings] = ()) -> None:
+        compiled = [compile_rule(rule) for rule in rules] + [compile_rule(rule, managed=True) for rule in managed]
         self.rules: Sequence[Rule] = tuple(sorted(compiled, key=lambda rule: rule.rank, reverse=True))
 
     def match(self, tier: str, path: str, method: str) -> Rule | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal, NamedTuple
 
@@ -18,7 +19,7 @@ from prometheus_client import Counter
 
 from gateway import metrics
 from gateway.breaker import CircuitBreaker
-from gateway.config.ratelimit import RateLimitSettings
+from gateway.config.ratelimit import RateLimitSettings, RuleSettings
 from gateway.config.windows import Window
 from gateway.engines.base import ScriptEngine
 from gateway.engines.embedded import EmbeddedEngine
@@ -85,6 +86,11 @@ class RateLimitService:
             metrics.RATELIMIT_ENGINE_SECONDS.labels(engine.name) if engine.name != EmbeddedEngine.name else None
         )
         self._last_fail_open_log = -math.inf
+
+    def use_managed_rules(self, rules: Sequence[RuleSettings]) -> None:
+        """Match the YAML's rules and these (from the admin API) from now on; one assignment, so a request sees
+        either the old set or the new one."""
+        self.rules = RuleSet(self.settings.rules, rules)
 
     async def check(self, identity: Identity, path: str, method: str) -> Verdict | None:
         """Decide one request and spend its cost; None when no rule applies."""
