@@ -92,6 +92,11 @@ _duration_children: dict[str, Histogram] = {}
 
 
 # Prometheus metrics of the notification system, all prefixed gateway_notify_; labels are channel names only.
+NOTIFY_FALLBACKS = Counter(
+    "gateway_notify_fallbacks",
+    "Deliveries planned on a fallback channel (notifications.fallback), by that channel.",
+    ["channel"],
+)
 NOTIFY_ACCEPTED = Counter("gateway_notify_accepted", "Notifications accepted, by priority.", ["priority"])
 NOTIFY_REPLAYED = Counter(
     "gateway_notify_idempotent_replays", "POSTs answered from an Idempotency-Key's first response."

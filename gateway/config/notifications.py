@@ -125,6 +125,9 @@ class NotificationSettings(Model):
     digest_template: str | None = None
     #: The channels of a user with no stored preferences; omitted = every configured channel.
     default_channels: tuple[str, ...] | None = None
+    #: Channels, in order, that take a notification none of its requested channels can take now (opted out, no
+    #: address, breaker open): the first the user opted into and can be reached on (gateway/notify/router.py).
+    fallback: tuple[str, ...] = ()
     max_recipients: int = Field(1000, ge=1)
     #: How long an Idempotency-Key answers with its first response.
     idempotency_ttl: Duration = DEFAULT_IDEMPOTENCY_TTL_S
@@ -223,9 +226,10 @@ def notification_errors(settings: NotificationSettings, hooks: tuple[HookSetting
                         f"unknown channel '{key}' (declared: {', '.join(settings.channels)})",
                     )
                 )
-    for index, name in enumerate(settings.default_channels or ()):
-        if name not in settings.channels:
-            errors.append((("notifications", "default_channels", index), f"unknown channel '{name}'"))
+    for section, listed in (("default_channels", settings.default_channels or ()), ("fallback", settings.fallback)):
+        for index, name in enumerate(listed):
+            if name not in settings.channels:
+                errors.append((("notifications", section, index), f"unknown channel '{name}'"))
     if settings.digest_template is not None and settings.digest_template not in settings.templates:
         errors.append((("notifications", "digest_template"), f"unknown template '{settings.digest_template}'"))
     for index, hook in enumerate(hooks):

@@ -30,7 +30,7 @@ from gateway.notify.queue.redis_streams import RedisStreamQueue
 from gateway.notify.queue.sqlite import SqliteQueue
 from gateway.notify.router import ChannelRouter
 from gateway.notify.store import NotificationStore
-from gateway.notify.templates import Content, Templates
+from gateway.notify.templates import Content, TemplateDataError, Templates
 from gateway.notify.worker import WorkerPool
 from gateway.timestamps import format_optional, format_time
 
@@ -67,7 +67,7 @@ class NotificationService:
             )
             for name, channel in config.channels.items()
         }
-        self.router = ChannelRouter(self.channels, config.default_channels)
+        self.router = ChannelRouter(self.channels, config.default_channels, config.fallback)
         lease = config.workers.lease
         self.queue: Queue = (
             RedisStreamQueue(engines.redis, lease_s=lease)
@@ -125,6 +125,11 @@ class NotificationService:
     def now(self) -> float:
         return self._clock()
 
+    def _available(self, channel: str) -> bool:
+        """The channel's breaker lets sends through now (closed, or due for a probe)."""
+        breaker = self.breakers[channel]
+        return not (breaker.state == "open" and breaker.retry_after() > 0)
+
     def render(self, request: NotificationRequest) -> dict[str, Content]:
         """Every requested channel's text; raises TemplateDataError naming what is missing."""
         return {
@@ -159,16 +164,35 @@ class NotificationService:
                  "created_at": now, "updated_at": now}
             )  # fmt: skip
 
+        def renders(channel: str) -> bool:
+            # A fallback channel's text is rendered when first chosen; one the template cannot fill is passed over.
+            if channel not in contents:
+                try:
+                    contents[channel] = self.templates.render(
+                        request.template_id, channel, request.data, self.channels[channel].parts
+                    )
+                except TemplateDataError:
+                    return False
+            return True
+
         for user_id in request.user_ids:
-            plan = self.router.plan(stored.get(user_id) or Preferences(user_id), request.channels, request.priority)
+            plan = self.router.plan(
+                stored.get(user_id) or Preferences(user_id),
+                request.channels,
+                request.priority,
+                available=self._available,
+                renders=renders,
+            )
             for channel, reason in plan.skipped:
                 row(user_id, channel, "skipped", reason)
             for route in plan.routes:
+                if route.reason is not None:
+                    metrics.NOTIFY_FALLBACKS.labels(route.channel).inc()
                 if plan.digest and not later:
                     row(user_id, route.channel, "digest", to=route.to)
                     joins.append(deliveries[-1])
                     continue
-                row(user_id, route.channel, "scheduled" if later else "queued", to=route.to)
+                row(user_id, route.channel, "scheduled" if later else "queued", route.reason, route.to)
                 kind: JobKind = "attach" if plan.digest else "send"
                 jobs.append((Job(kind, route.channel, notification_id, user_id), due))
         response = json.dumps(
