@@ -9,6 +9,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from gateway.app import create_app
+from gateway.ratelimit.rule_store import parse_rule
+from gateway.settings import parse_settings
 from tests.proxy_fixtures import eventually
 from tests.replicas import replicas as started_replicas
 
@@ -104,3 +107,20 @@ async def test_rules_are_an_admins_and_bad_ones_are_refused_naming_their_field(
     assert (await first.post(RULES, json={**ok, "name": "mine"}, headers=ADMIN)).status_code == 201
     assert (await first.post(RULES, json={**ok, "name": "mine"}, headers=ADMIN)).status_code == 409
     assert [entry["name"] for entry in (await first.get(RULES, headers=ADMIN)).json()["rules"]] == ["api", "mine"]
+
+
+async def test_a_stored_rule_this_gateway_cannot_read_is_left_out_and_the_others_apply(engine_yaml: str) -> None:
+    app = create_app(parse_settings(config(engine_yaml), environ={}))
+    await app.startup()
+    try:
+        store = app.runtime.rule_store
+        await store.create(parse_rule({"name": "good", "match": "/api/v1/urls", "windows": "1/1m"}, ("free",)))
+        await store.database.execute(
+            "INSERT INTO rate_limit_rules (id, name, spec, created_at, updated_at) VALUES ('rl_bad', 'bad', "
+            '\'{"match": "/x", "windows": "5 per fortnight"}\', 1, 1)'
+        )
+        await store.start()  # a reload, as every rule_refresh
+        assert [rule.id for rule in store.rules if rule.id == "rl_bad"] == []
+        assert [rule.name for rule in app.runtime.ratelimit.rules.rules if rule.name in ("good", "bad")] == ["good"]
+    finally:
+        await app.shutdown()

@@ -15,6 +15,7 @@ are keyed by the hash of its meaning, so an edited rule counts afresh and an unc
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Sequence
@@ -38,8 +39,7 @@ MIGRATIONS = [
         "created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL)",
     )
 ]
-#: Fields a rule's body may have: the YAML's.
-FIELDS = tuple(RuleSettings.model_fields)
+logger = logging.getLogger("gateway.ratelimit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +97,16 @@ class RuleStore:
         await self.database.migrate(MIGRATIONS)
         rows = await self.database.fetch("SELECT * FROM rate_limit_rules ORDER BY created_at, id")
         loaded = tuple((row["id"], row["updated_at"]) for row in rows)
-        if loaded != self._loaded:
-            self._use([ManagedRule.from_row(row) for row in rows])
+        if loaded == self._loaded:
+            return
+        rules = []
+        for row in rows:
+            try:
+                rules.append(ManagedRule.from_row(row))
+            except ValidationError as exc:  # written by a gateway whose grammar differed: the others still apply
+                logger.warning("managed rate-limit rule %s is not valid here, left out: %s", row["id"], exc)
+        self._use(rules)
+        self._loaded = loaded
 
     def _use(self, rules: list[ManagedRule]) -> None:
         self.rules = rules
