@@ -131,7 +131,7 @@ def main() -> int:
     PLOTS.mkdir(parents=True, exist_ok=True)
     results = OUT / "results"
     results.mkdir(exist_ok=True)
-    duration, repeat = ("4s", "1") if args.quick else ("6s", "3")
+    duration, repeat = ("4s", "1") if args.quick else ("6s", "5")
     soak_minutes = args.soak_minutes or (1.0 if args.quick else 5.0)
 
     proxy_json, outage_json, soak_json = results / "proxy.json", results / "outage.json", results / "soak.json"
