@@ -247,7 +247,13 @@ class Servers:
         return self.logs / f"{name}.log"
 
     def start(
-        self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None, cpus: str | None = None
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        cpus: str | None = None,
+        wait_s: float = 20.0,
     ) -> None:
         if cpus is not None:
             argv = ["taskset", "-c", cpus, *argv]  # children (nginx workers, uvicorn's) inherit it
@@ -262,7 +268,7 @@ class Servers:
                 start_new_session=True,
             )
         self.procs[name] = proc
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 self.procs.pop(name)
@@ -273,7 +279,7 @@ class Servers:
             except OSError:
                 time.sleep(0.05)
         self.stop(name)
-        raise Unavailable(f"nothing listened on port {port} after 20 s: {self.log_tail(name)}")
+        raise Unavailable(f"nothing listened on port {port} after {wait_s:g} s: {self.log_tail(name)}")
 
     def log_tail(self, name: str, lines: int = 5) -> str:
         path = self.log_path(name)
