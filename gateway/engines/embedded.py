@@ -99,9 +99,8 @@ class EmbeddedEngine:
         self.runtime = module.__name__.rsplit(".", 1)[-1]
         self._lua = module.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
         if self.runtime == "luajit21":
-            # No side traces: the scripts' branches that flip from call to call (the sweep, the window turning)
-            # grew side traces that made one process decide in 11 µs and the next in 34. Without them, 12 µs in
-            # every process measured.
+            # No side traces: with them, engines grew different ones and decided in anywhere from 11 to 34 µs
+            # (six engines, two runs, same calls); without them, 11-12 µs in every one.
             self._lua.execute('jit.opt.start("maxside=0")')
         module = self._lua.execute(_store_source(), SWEEP_EVERY, SWEEP_BATCH)
         self._eval = module.eval
