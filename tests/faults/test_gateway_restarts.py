@@ -138,5 +138,8 @@ routes:
     # Every answer that came was a success: requests in flight finished, new connections were refused.
     assert {sample.status for sample in load.samples} == {200}
     assert all(error.endswith(("ConnectError", "RemoteProtocolError", "ReadError")) for error in load.errors)
-    assert len(load.samples) > 100
+    # The load was real (a count, not a rate: this test must pass on a slow host too)...
+    assert len(load.samples) > 20
+    # ...and requests in flight when the signal came were answered, not cut.
+    assert any(sample.at < signalled < sample.at + sample.latency for sample in load.samples)
     assert code == 0 and exited < 3.0, (code, exited)
