@@ -370,3 +370,21 @@ async def test_redis_decisions_go_pre_packed_per_identity_rule_and_cost(redis_en
     # One packed command per (identity, rule, cost), reused; another identity's counters are its own.
     assert sorted(cost for (who, _, cost) in limiter._packed if who == identity) == [0, 1]
     assert (await limiter.hit(identity + "-other", "r1", windows)).windows[0].remaining == 2
+
+
+async def test_the_engine_keeps_its_connection_between_round_trips_and_replaces_a_broken_one(
+    redis_engine: RedisEngine,
+) -> None:
+    limiter = SlidingWindowLimiter(redis_engine)
+    windows = (parse_window("100/1m"),)
+    identity = f"held-{uuid.uuid4().hex}"
+    await limiter.hit(identity, "r1", windows)
+    node = redis_engine._node
+    assert node is not None
+    held = node._held  # type: ignore[attr-defined]
+    assert held is not None and held.is_connected
+    await limiter.hit(identity, "r1", windows)
+    assert node._held is held  # type: ignore[attr-defined]  # the same connection, not the pool's round trip
+    await held.disconnect()  # Redis closed it, say: the next round trip takes a working one from the pool
+    assert (await limiter.hit(identity, "r1", windows)).windows[0].remaining == 97
+    assert node._held is not None and node._held.is_connected  # type: ignore[attr-defined]

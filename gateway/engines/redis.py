@@ -90,15 +90,28 @@ class _Node(Protocol):
 
 
 class _PoolNode:
+    """The standalone pool. Pipelines leave one at a time (the Coalescer drains in order), so the engine keeps
+    the connection of the last one for the next instead of taking it from the pool and handing it back each
+    round trip; one that was disconnected (a failure, a cancelled read) goes back to the pool to reconnect."""
+
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
         self.pool = client.connection_pool
+        self._held: AbstractConnection | None = None
 
     async def acquire(self) -> AbstractConnection:
+        held, self._held = self._held, None
+        if held is not None:
+            if held.is_connected:
+                return held
+            await self.pool.release(held)
         connection: AbstractConnection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         return connection
 
     async def release(self, connection: AbstractConnection) -> None:
+        if connection.is_connected and self._held is None:
+            self._held = connection
+            return
         await self.pool.release(connection)
 
     async def script_load(self, source: str) -> None:
