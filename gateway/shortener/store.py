@@ -83,6 +83,9 @@ MIGRATIONS = [
 #: What url_click_facets holds, and the value that stands for "no Referer".
 FACETS = ("referrer", "browser")
 DIRECT = "(direct)"
+#: Distinct values kept per link, day and facet; past them, new values count together as OTHER.
+FACET_VALUES_MAX = 1000
+OTHER = "(other)"
 _COLUMNS = (
     "short_code, long_url, custom_alias, owner, created_at, expires_at, max_visits, visits, deleted_at, click_count, "
     "tags"
@@ -377,7 +380,31 @@ async def _add_counts(conn: Connection, clicks: Sequence[Click]) -> None:
             agent,
             count,
         )
+    # Referrer hosts and some browser families come from the client: distinct values of one link, day and facet
+    # are capped, and past the cap new ones count together as OTHER (clicks are never dropped).
+    known: dict[tuple[str, str, str], int] = {}
     for (code, day, facet, value), count in sorted(facets.items()):
+        updated = await conn.execute(
+            "UPDATE url_click_facets SET clicks = clicks + $5 "
+            "WHERE short_code = $1 AND day = $2 AND facet = $3 AND value = $4",
+            code,
+            day,
+            facet,
+            value,
+            count,
+        )
+        if updated:
+            continue
+        group = (code, day, facet)
+        if group not in known:
+            row = await conn.fetchrow(
+                "SELECT COUNT(*) AS n FROM url_click_facets WHERE short_code = $1 AND day = $2 AND facet = $3", *group
+            )
+            known[group] = int(row["n"]) if row is not None else 0
+        if known[group] >= FACET_VALUES_MAX - 1:  # the last place is OTHER's
+            value = OTHER
+        else:
+            known[group] += 1
         await conn.execute(
             "INSERT INTO url_click_facets (short_code, day, facet, value, clicks) VALUES ($1, $2, $3, $4, $5) "
             "ON CONFLICT (short_code, day, facet, value) "

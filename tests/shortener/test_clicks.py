@@ -259,3 +259,26 @@ async def test_bad_statistics_ranges_are_400_naming_the_field(params: dict[str, 
         answer = await gateway.client.get(f"/api/v1/urls/{code}/stats", params=params, headers={"X-API-Key": ALICE})
     assert answer.status_code == 400
     assert answer.json()["field"] == field
+
+
+async def test_distinct_referrers_of_a_link_and_day_are_capped_and_none_is_lost(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.shortener import store as store_module
+
+    monkeypatch.setattr(store_module, "FACET_VALUES_MAX", 4)
+    async with running(backend.settings()) as gateway:
+        code = (await gateway.create(ALICE, long_url="https://example.com/capped")).json()["short_code"]
+        store = gateway.service.store
+        now = time.time()
+        # A client controls its Referer: six hosts, where the cap keeps three and "(other)".
+        await store.add_counts([Click(code, now, f"h{i}.example", "desktop", 1, "Chrome") for i in range(6)])
+        await store.add_counts(
+            [Click(code, now, "h0.example", "desktop", 5, "Chrome"), Click(code, now, "new.example", "desktop", 2)]
+        )
+        today = time.strftime("%Y-%m-%d", time.gmtime(now))
+        _, facets = await store.click_stats(code, today, today)
+    referrers = {row["value"]: int(row["clicks"]) for row in facets if row["facet"] == "referrer"}
+    # A host already kept still counts as itself; new ones past the cap go to "(other)".
+    assert referrers == {"h0.example": 6, "h1.example": 1, "h2.example": 1, "(other)": 5}
+    assert sum(referrers.values()) == 13
