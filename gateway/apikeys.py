@@ -25,8 +25,8 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.access import require_admin
 from gateway.engines.database import Database, Migration, Row
-from gateway.exceptions import InvalidBody, InvalidField, NotFound
-from gateway.request_body import read_json
+from gateway.exceptions import InvalidField, NotFound
+from gateway.request_body import read_fields
 from gateway.timestamps import format_optional, format_time
 
 logger = logging.getLogger("gateway.identity")
@@ -130,6 +130,21 @@ def describe(key: StoredKey) -> dict[str, object]:
     }
 
 
+def user_id_field(value: object) -> str:
+    """A user id from a request (an API key's owner, a stored tier's user), or a 400 naming `user_id`."""
+    if not isinstance(value, str) or not 0 < len(value) <= 200 or not value.isprintable():
+        raise InvalidField("user_id", "user_id must be a printable string of 1 to 200 characters")
+    return value
+
+
+def tier_field(request: Request, value: object) -> str:
+    """A declared tier from a request, or a 400 naming `tier`."""
+    tiers = request.app.state.identities.tiers
+    if not isinstance(value, str) or value not in tiers:
+        raise InvalidField("tier", f"tier must be one of {sorted(tiers)}")
+    return value
+
+
 def keyring_of(request: Request) -> KeyRing:
     keyring: KeyRing = request.app.state.keyring
     return keyring
@@ -138,18 +153,10 @@ def keyring_of(request: Request) -> KeyRing:
 async def create_key(request: Request) -> Response:
     """`POST /api/v1/keys` {user_id, tier, scopes, name?} (admin): the key, shown this once."""
     require_admin(request, "managing API keys")
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise InvalidBody("the body must be a JSON object")
-    unknown = set(body) - {"user_id", "tier", "scopes", "name"}
-    if unknown:
-        raise InvalidField(sorted(unknown)[0], "unknown field (expected user_id, tier, scopes, name)")
-    user_id, tier, scopes, name = body.get("user_id"), body.get("tier"), body.get("scopes"), body.get("name")
-    if not isinstance(user_id, str) or not 0 < len(user_id) <= 200 or not user_id.isprintable():
-        raise InvalidField("user_id", "user_id must be a printable string of 1 to 200 characters")
-    tiers = request.app.state.identities.tiers
-    if not isinstance(tier, str) or tier not in tiers:
-        raise InvalidField("tier", f"tier must be one of {sorted(tiers)}")
+    body = await read_fields(request, ("user_id", "tier", "scopes", "name"))
+    scopes, name = body.get("scopes"), body.get("name")
+    user_id = user_id_field(body.get("user_id"))
+    tier = tier_field(request, body.get("tier"))
     if not isinstance(scopes, list) or not scopes or not set(scopes) <= set(SCOPES):
         raise InvalidField("scopes", f"scopes must be a non-empty list of {list(SCOPES)}")
     if name is not None and (not isinstance(name, str) or len(name) > 200):

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.exceptions import BodyTooLarge, InvalidBody, UnsupportedMediaType
+from gateway.exceptions import BodyTooLarge, InvalidBody, InvalidField, UnsupportedMediaType
 from gateway.responses import send_gateway_error
 
 MAX_DEPTH = 64
@@ -112,3 +112,14 @@ async def read_json(request: Request) -> Any:
     if raw and not is_json(request):
         raise UnsupportedMediaType("the body must be sent as Content-Type: application/json")
     return parse_json(raw)
+
+
+async def read_fields(request: Request, known: tuple[str, ...]) -> dict[str, Any]:
+    """`read_json()` of a body that must be a JSON object with no field outside `known` (400 naming one)."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidBody("the body must be a JSON object")
+    unknown = set(body) - set(known)
+    if unknown:
+        raise InvalidField(sorted(unknown)[0], f"unknown field (expected {', '.join(known)})")
+    return body

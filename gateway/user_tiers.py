@@ -16,9 +16,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.access import require_admin
+from gateway.apikeys import tier_field, user_id_field
 from gateway.engines.database import Database, Migration
-from gateway.exceptions import InvalidBody, InvalidField, NotFound
-from gateway.request_body import read_json
+from gateway.exceptions import NotFound
+from gateway.request_body import read_fields
 from gateway.timestamps import format_time
 
 MIGRATIONS = [
@@ -78,19 +79,9 @@ def _described(user_id: str, tier: str, updated_at: float) -> dict[str, str]:
 async def set_tier(request: Request) -> Response:
     """`PUT /api/v1/users/{user_id}/tier` {"tier"} (admin)."""
     require_admin(request, "setting a user's tier")
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise InvalidBody("the body must be a JSON object")
-    unknown = set(body) - {"tier"}
-    if unknown:
-        raise InvalidField(sorted(unknown)[0], "unknown field (expected tier)")
-    tiers = request.app.state.identities.tiers
-    tier = body.get("tier")
-    if not isinstance(tier, str) or tier not in tiers:
-        raise InvalidField("tier", f"tier must be one of {sorted(tiers)}")
-    user_id = request.path_params["user_id"]
-    if not 0 < len(user_id) <= 200 or not user_id.isprintable():
-        raise InvalidField("user_id", "user_id must be a printable string of 1 to 200 characters")
+    body = await read_fields(request, ("tier",))
+    tier = tier_field(request, body.get("tier"))
+    user_id = user_id_field(request.path_params["user_id"])
     updated_at = await store_of(request).set(user_id, tier)
     return JSONResponse(_described(user_id, tier, updated_at))
 

@@ -109,11 +109,17 @@ async def list_links(request: Request) -> Response:
     return JSONResponse({"links": [service.describe(link) for link in page], "next_cursor": next_cursor})
 
 
-async def read(request: Request) -> Response:
-    service = service_of(request)
+async def readable_link(request: Request, service: ShortenerService, what: str) -> Link:
+    """The path's link, if the caller may read it: its owner, an admin, or anyone for an ownerless link."""
     link = await existing_link(service, request.path_params["code"])
     if not (may_change(request, link) or link.owner is None):
-        raise Forbidden("only the link's owner or an admin may read it")
+        raise Forbidden(f"only the link's owner or an admin may read {what}")
+    return link
+
+
+async def read(request: Request) -> Response:
+    service = service_of(request)
+    link = await readable_link(request, service, "it")
     daily = await service.store.clicks_by_day(link.short_code)
     return JSONResponse(service.describe(link, daily=daily))
 
@@ -128,9 +134,7 @@ async def stats(request: Request) -> Response:
     """`GET /api/v1/urls/{code}/stats?from=&to=`: clicks in a range of UTC days (inclusive; `to` defaults to
     today, `from` to 29 days before `to`), by day, device class, referrer host and browser family."""
     service = service_of(request)
-    link = await existing_link(service, request.path_params["code"])
-    if not (may_change(request, link) or link.owner is None):
-        raise Forbidden("only the link's owner or an admin may read its statistics")
+    link = await readable_link(request, service, "its statistics")
     query = request.query_params
     last = parse_day("to", query["to"]) if "to" in query else parse_day("to", format_day(time.time()))
     first = parse_day("from", query["from"]) if "from" in query else last - timedelta(days=STATS_DEFAULT_DAYS - 1)
@@ -175,9 +179,7 @@ async def qr_code(request: Request) -> Response:
     """`GET /api/v1/urls/{code}/qr?format=svg|png&size=`: the short URL as a QR code, for whoever may read the
     link. Error correction M (15% of the symbol may be damaged), a quiet zone of 4 modules as ISO 18004 asks."""
     service = service_of(request)
-    link = await existing_link(service, request.path_params["code"])
-    if not (may_change(request, link) or link.owner is None):
-        raise Forbidden("only the link's owner or an admin may read it")
+    link = await readable_link(request, service, "it")
     kind = request.query_params.get("format", "svg")
     if kind not in QR_MEDIA:
         raise InvalidField("format", "format must be svg or png")
