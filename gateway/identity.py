@@ -108,12 +108,17 @@ class IdentityResolver:
 
     def resolve(self, scope: Scope) -> Identity:
         identity = self._resolve(scope)
-        stored = self.user_tiers.tiers if self.user_tiers is not None else None
-        if stored and identity.kind != "ip":
-            tier = stored.get(identity.user_id)
-            if tier is not None and tier != identity.tier and tier in self.tiers:
+        # Most deployments store no tier: their requests skip the lookup.
+        if identity.kind != "ip" and self.user_tiers is not None and self.user_tiers.tiers:
+            tier = self._stored_tier(identity.user_id)
+            if tier is not None and tier != identity.tier:
                 return identity._replace(tier=tier)
         return identity
+
+    def _stored_tier(self, user_id: str) -> str | None:
+        """The tier stored for the user (gateway/user_tiers.py), if it is a declared one."""
+        stored = self.user_tiers.tiers.get(user_id) if self.user_tiers is not None else None
+        return stored if stored in self.tiers else None
 
     def _resolve(self, scope: Scope) -> Identity:
         api_key = user_id = tier = bearer = None
@@ -147,8 +152,8 @@ class IdentityResolver:
 
     def tier_of(self, user_id: str) -> str | None:
         """The user's stored tier, else the tier of their first key in the YAML; None if neither knows them."""
-        stored = self.user_tiers.tiers.get(user_id) if self.user_tiers is not None else None
-        if stored is not None and stored in self.tiers:
+        stored = self._stored_tier(user_id)
+        if stored is not None:
             return stored
         for entry in self.settings.api_keys:
             if entry.user_id == user_id:

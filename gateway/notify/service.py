@@ -127,8 +127,7 @@ class NotificationService:
 
     def _available(self, channel: str) -> bool:
         """The channel's breaker lets sends through now (closed, or due for a probe)."""
-        breaker = self.breakers[channel]
-        return not (breaker.state == "open" and breaker.retry_after() > 0)
+        return not self.breakers[channel].is_open()
 
     def render(self, request: NotificationRequest) -> dict[str, Content]:
         """Every requested channel's text; raises TemplateDataError naming what is missing."""
