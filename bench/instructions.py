@@ -78,6 +78,7 @@ def count(group: Servers, tmp: Path, name: str, yaml_text: str, requests: int, r
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--keep", type=Path, help="copy the callgrind dumps here, for callgrind_annotate")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind is not installed (apt-get install -y valgrind)")
@@ -108,6 +109,10 @@ def main() -> int:
                 rows.append((name, per_request, note))
                 print(f"  {name}: {per_request:,} instructions a request {note} ({time.monotonic() - started:.0f}s)")
     finally:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for dump in tmp.glob("*.callgrind*"):
+                shutil.copy(dump, args.keep / dump.name)
         shutil.rmtree(tmp, ignore_errors=True)
     base_count = rows[0][1]
     print(f"\nGET /hello through each gateway, {args.requests} requests on one keep-alive connection, callgrind")

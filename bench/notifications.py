@@ -21,8 +21,10 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +36,7 @@ from typing import Any
 
 import httpx
 
+from bench.proxy import LOAD_CPUS, PROXY_CPUS, parse_wrk
 from tests.services import free_port, postgres_server, redis_server, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,9 +61,10 @@ async def receiver_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextlib.contextmanager
-def process(*args: str, port: int | None = None, env: dict[str, str] | None = None) -> Any:
+def process(*args: str, port: int | None = None, env: dict[str, str] | None = None, cpus: str | None = None) -> Any:
+    pin = ["taskset", "-c", cpus] if cpus else []
     proc = subprocess.Popen(
-        args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*pin, *args], cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         if port is not None:
@@ -76,10 +80,10 @@ def process(*args: str, port: int | None = None, env: dict[str, str] | None = No
 
 
 @contextlib.contextmanager
-def receiver() -> Any:
+def receiver(cpus: str | None = None) -> Any:
     port = free_port()
     uvicorn = [sys.executable, "-m", "uvicorn", "bench.notifications:receiver_app", "--port", str(port)]
-    with process(*uvicorn, "--log-level", "warning", "--no-access-log", port=port):
+    with process(*uvicorn, "--log-level", "warning", "--no-access-log", port=port, cpus=cpus):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -105,6 +109,32 @@ async def loop_rate(callers: int, count: int, call: Callable[[httpx.AsyncClient]
         return count / (time.perf_counter() - started)
 
 
+BODY = {"user_ids": ["alice"], "template_id": "hello", "channels": ["webhook"], "data": {"name": "Alice"},
+        "priority": "high"}  # fmt: skip
+WRK_SCRIPT = f"""\
+wrk.method = "POST"
+wrk.body = '{json.dumps(BODY)}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "{API_KEY}"
+"""
+
+
+def wrk_rate(url: str, args: argparse.Namespace, directory: str) -> tuple[float, int, int]:
+    """wrk POSTs to `url` from CPU 1 for --duration: (requests/s, requests, non-2xx responses and socket errors)."""
+    script = Path(directory) / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    argv = ["taskset", "-c", LOAD_CPUS, "wrk", "-t1", f"-c{args.callers}", f"-d{args.duration}", "-s", str(script), url]
+    result = parse_wrk(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    return result.requests_per_s, result.requests, result.non_2xx_3xx + sum(result.socket_errors.values())
+
+
+def accepted_total(port: int) -> int:
+    """gateway_notify_accepted_total from /metrics, every priority summed: what the gateway says it stored."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    lines = (line for line in text.splitlines() if line.startswith("gateway_notify_accepted_total"))
+    return round(sum(float(line.rsplit(" ", 1)[1]) for line in lines))
+
+
 def config_text(engine: str, hook_url: str, port: int, concurrency: int) -> str:
     return f"""\
 server: {{port: {port}, access_log: false, drain_timeout: 2s}}
@@ -128,17 +158,26 @@ async def engine_row(name: str, engine: str, hook_url: str, args: argparse.Names
         async with httpx.AsyncClient() as probe:
             before = await received(probe, hook_url)
             gateway = [sys.executable, "-m", "gateway", "run", "--config", str(config)]
-            with process(*gateway, port=port):
-                body = {"user_ids": ["alice"], "template_id": "hello", "channels": ["webhook"],
-                        "data": {"name": "Alice"}, "priority": "high"}  # fmt: skip
+            with process(*gateway, port=port, cpus=PROXY_CPUS if args.load == "wrk" else None):
                 url = f"http://127.0.0.1:{port}/api/v1/notifications"
 
                 async def post(client: httpx.AsyncClient) -> None:
-                    response = await client.post(url, json=body, headers={"X-API-Key": API_KEY})
+                    response = await client.post(url, json=BODY, headers={"X-API-Key": API_KEY})
                     assert response.status_code == 202, response.text
 
-                accepted = await loop_rate(args.callers, args.count, post)
-            total = args.count + 1  # the warm-up POST
+                if args.load == "wrk":
+                    await post(probe)  # warm-up
+                    before_accepted = accepted_total(port)
+                    accepted, sent, failed = wrk_rate(url, args, directory)
+                    stored = accepted_total(port) - before_accepted
+                    # A figure counts only if each answer was a 202 and the gateway stored as many: the POSTs in
+                    # flight when wrk stops are stored too, but not counted by wrk.
+                    if failed or not sent <= stored <= sent + args.callers:
+                        print(f"  {name:<28} INVALID: {failed} answers not 202, {stored} stored of {sent} sent")
+                    total = stored + 1
+                else:
+                    accepted = await loop_rate(args.callers, args.count, post)
+                    total = args.count + 1  # the warm-up POST
             with process(sys.executable, "-m", "gateway", "worker", "--config", str(config)):
                 while await received(probe, hook_url) == before:
                     await asyncio.sleep(0.005)
@@ -154,7 +193,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs; {args.count} notifications, "
           f"{args.callers} API callers, {args.concurrency} sends in flight")  # fmt: skip
     print(f"  {'row':<28} {'accepted/s':>12} {'delivered/s':>13}")
-    with receiver() as hook_url:
+    with receiver(LOAD_CPUS if args.load == "wrk" else None) as hook_url:
         rows = []
         if "embedded" in args.only:
             engine = "engine: {kind: embedded, database: {url: 'sqlite:///{dir}/gateway.db'}}"
@@ -168,9 +207,20 @@ async def main(args: argparse.Namespace) -> None:
             await client.post(f"{hook_url}/hook", json={"type": "notification"})
 
         ceiling = await loop_rate(args.concurrency, args.count, hook)
-        api_ceiling = await loop_rate(args.callers, args.count, hook)
-    print(f"  {'baseline: bare httpx POSTs':<28} {api_ceiling:>12,.0f} {ceiling:>13,.0f}")
-    print(f"    (to the receiver itself, with {args.callers} and {args.concurrency} callers)")
+        if args.load == "wrk":
+            with tempfile.TemporaryDirectory(prefix="gw-bench-") as directory, receiver(PROXY_CPUS) as pinned:
+                api_ceiling = wrk_rate(f"{pinned}/hook", args, directory)[0]
+            label = "baseline: bare ASGI / httpx"
+        else:
+            api_ceiling = await loop_rate(args.callers, args.count, hook)
+            label = "baseline: bare httpx POSTs"
+    print(f"  {label:<28} {api_ceiling:>12,.0f} {ceiling:>13,.0f}")
+    if args.load == "wrk":
+        cpu = PROXY_CPUS
+        print(f"    (accepted: wrk POSTs to a bare uvicorn ASGI app alone on CPU {cpu}, {args.callers} connections;")
+        print(f"     delivered: httpx POSTs to the receiver with {args.concurrency} callers)")
+    else:
+        print(f"    (to the receiver itself, with {args.callers} and {args.concurrency} callers)")
 
 
 if __name__ == "__main__":
@@ -179,6 +229,14 @@ if __name__ == "__main__":
     parser.add_argument("--callers", type=int, default=32, help="concurrent API clients")
     parser.add_argument("--concurrency", type=int, default=16, help="workers.concurrency (and the baseline's)")
     parser.add_argument("--only", action="append", choices=["embedded", "redis"])
+    parser.add_argument(
+        "--load",
+        choices=["wrk", "httpx"],
+        default="wrk" if shutil.which("wrk") and shutil.which("taskset") else "httpx",
+        help="wrk: the gateway alone on CPU 0, wrk POSTing from CPU 1 for --duration (per-core accepted/s); "
+        "httpx: --count POSTs from --callers httpx clients, unpinned",
+    )
+    parser.add_argument("--duration", default="10s", help="wrk's measurement with --load wrk")
     arguments = parser.parse_args()
     arguments.only = arguments.only or ["embedded", "redis"]
     asyncio.run(main(arguments))

@@ -1,14 +1,15 @@
 """One coalescing batcher: callers that arrive while a batch is in flight leave together in the next one.
 
-The Redis engine pipelines script calls with it (one round trip for many decisions) and the link store shares
-INSERT statements with it. A caller whose future is already done when its batch leaves (it was cancelled, or
+The Redis engine pipelines script calls with it (one round trip for many decisions). `SharedWrites` builds on it
+for writes that can share one statement or one transaction: the link store's INSERTs, and the notification
+API's acceptances (one commit for many). A caller whose future is already done when its batch leaves (it was cancelled, or
 gave up at its deadline) is left out: its work must not be done late. `flush` settles every future it is given.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -88,3 +89,57 @@ def settle(future: asyncio.Future[Any], error: BaseException | None, result: Any
 def settle_all(batch: list[tuple[Any, asyncio.Future[Any]]], error: BaseException) -> None:
     for _item, future in batch:
         settle(future, error)
+
+
+class SharedWrites(Generic[Item]):
+    """Writes that arrive together leave together through `write_many`; a lone one goes through `write_one`.
+
+    If a shared write fails with one of `split_on` (a unique violation: one item's conflict), its items are
+    written again one by one, so that only the item at fault fails and the others succeed. Any other error fails
+    every item of the batch (the dependency is down: each caller gets it).
+    """
+
+    def __init__(
+        self,
+        write_many: Callable[[Sequence[Item]], Awaitable[None]],
+        write_one: Callable[[Item], Awaitable[None]],
+        *,
+        max_batch: int,
+        split_on: tuple[type[BaseException], ...],
+        closing_error: Callable[[], BaseException],
+    ) -> None:
+        self._write_many = write_many
+        self._write_one = write_one
+        self._split_on = split_on
+        self._items: Coalescer[Item] = Coalescer(self._write, max_batch=max_batch, closing_error=closing_error)
+
+    async def write(self, item: Item) -> None:
+        """Write `item`, alone or with others; raises what writing it alone would."""
+        await self._items.submit(item)
+
+    def close(self) -> None:
+        self._items.close()
+
+    async def _write(self, batch: list[tuple[Item, asyncio.Future[Any]]]) -> None:
+        try:
+            if len(batch) == 1:
+                await self._write_one(batch[0][0])
+            else:
+                await self._write_many([item for item, _future in batch])
+        except self._split_on as exc:
+            if len(batch) == 1:
+                settle(batch[0][1], exc)
+                return
+            for item, future in batch:
+                try:
+                    await self._write_one(item)
+                except Exception as one:
+                    settle(future, one)
+                else:
+                    settle(future, None)
+            return
+        except Exception as exc:
+            settle_all(batch, exc)
+            return
+        for _item, future in batch:
+            settle(future, None)

@@ -13,16 +13,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gateway.batching import SharedWrites
 from gateway.breaker import CircuitBreaker
 from gateway.engines.database import Connection, Database, Migration, Row, UniqueViolation
 from gateway.exceptions import StorageError
-from gateway.shortener.inserts import InsertBatcher
 from gateway.timestamps import format_day
 
 T = TypeVar("T")
 SYSTEM = "shortener"
 #: Rows per multi-row INSERT: 6 parameters each stays under SQLite's 999-variable floor.
 INSERT_CHUNK = 160
+#: Links per shared INSERT: 8 parameters each stays under SQLite's 999-variable floor.
+MAX_INSERT_BATCH = 100
 
 # The tables both dialects share; only the code counter and the queue's key differ.
 _TABLES = """
@@ -130,7 +132,14 @@ class UrlStore:
         self.database = database
         self.breaker = breaker
         self.deadline_s = deadline_s
-        self._inserts = InsertBatcher(self._insert_many, self._insert_one)
+        # Concurrent creations share INSERT statements: one round trip (or one SQLite thread hop) for many links.
+        self._inserts: SharedWrites[Link] = SharedWrites(
+            self._insert_many,
+            self._insert_one,
+            max_batch=MAX_INSERT_BATCH,
+            split_on=(UniqueViolation,),
+            closing_error=lambda: StorageError("the link store is closing"),
+        )
 
     async def _call(self, operation: Callable[[], Awaitable[T]], deadline_s: float | None = None) -> T:
         # SQLite is a local file with a deadline per statement already; cancelling one of its transactions
@@ -168,7 +177,7 @@ class UrlStore:
 
     async def insert(self, link: Link) -> None:
         """Store a new link; raises UniqueViolation when its code is taken (even by a deleted link)."""
-        await self._inserts.insert(link)
+        await self._inserts.write(link)
 
     async def _insert_many(self, links: Sequence[Link]) -> None:
         rows = ", ".join(
