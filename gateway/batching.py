@@ -2,8 +2,9 @@
 
 The Redis engine pipelines script calls with it (one round trip for many decisions). `SharedWrites` builds on it
 for writes that can share one statement or one transaction: the link store's INSERTs, and the notification
-API's acceptances (one commit for many). A caller whose future is already done when its batch leaves (it was cancelled, or
-gave up at its deadline) is left out: its work must not be done late. `flush` settles every future it is given.
+API's acceptances (one commit for many). A caller whose future is already done when its batch leaves (it was
+cancelled, or gave up at its deadline) is left out: its work must not be done late. `flush` settles every
+future it is given.
 """
 
 from __future__ import annotations
