@@ -13,14 +13,15 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway import metrics
 from gateway.batching import SharedWrites
 from gateway.breaker import CircuitBreaker
 from gateway.engines import Engines, breaker_events
-from gateway.engines.database import Connection, UniqueViolation
+from gateway.engines.database import Connection, Row, UniqueViolation
 from gateway.events import EventBus
 from gateway.exceptions import StorageError
 from gateway.notify import digest
@@ -44,8 +45,16 @@ logger = logging.getLogger("gateway.notify")
 PREPARE_RETRY_S = 5.0
 #: Acceptances that share one transaction at most (group commit).
 COMMIT_BATCH = 64
-#: One acceptance's writes, run inside a transaction; returns the jobs to enqueue once committed.
-Write = Callable[[Connection], Awaitable[tuple[None, Jobs]]]
+
+
+@dataclass(slots=True)
+class Acceptance:
+    """What accepting one notification writes: its row, its deliveries, its jobs, its idempotency key (if any)."""
+
+    notification: Row
+    deliveries: list[Row]
+    jobs: Jobs
+    idempotency: list[Row]
 
 
 class NotificationService:
@@ -83,8 +92,8 @@ class NotificationService:
         self.idempotency = Idempotency(engines.scripts, self.store)
         # Group commit: acceptances that arrive while one is being written share the next transaction and its
         # enqueue (one XADD pipeline), so a busy API pays one commit for many. A 202 still means stored.
-        self._commits: SharedWrites[Write] = SharedWrites(
-            self._commit_many,
+        self._commits: SharedWrites[Acceptance] = SharedWrites(
+            self._commit,
             self._commit_one,
             max_batch=COMMIT_BATCH,
             split_on=(UniqueViolation,),
@@ -223,46 +232,49 @@ class NotificationService:
             "recipient_count": len(request.user_ids),
         }  # fmt: skip
 
-        async def write(conn: Connection) -> tuple[None, Jobs]:
-            if idempotency is not None:
-                await conn.execute(
-                    "INSERT INTO notify_idempotency (key, fingerprint, notification_id, response, created_at) "
-                    "VALUES ($1, $2, $3, $4, $5)",
-                    idempotency[0],
-                    idempotency[1],
-                    notification_id,
-                    response,
-                    now,
-                )
-            # Sorted, so concurrent requests lock digest rows in one order (no deadlock on PostgreSQL).
-            for delivery in sorted(joins, key=lambda d: (d["user_id"], d["channel"])):
-                delivery["digest_id"] = await digest.join(
-                    conn, delivery["user_id"], delivery["channel"], now=now, interval=self.settings.digest_interval
-                )
-            await self.store.insert_notification(conn, notification, deliveries)
-            return None, jobs
-
+        accepted = Acceptance(notification, deliveries, jobs, [])
+        if idempotency is not None:
+            accepted.idempotency.append(
+                {"key": idempotency[0], "fingerprint": idempotency[1], "notification_id": notification_id,
+                 "response": response, "created_at": now}
+            )  # fmt: skip
         if joins:  # it locks digest rows, in its own order: a transaction of its own, so no deadlock
-            await self._commit_one(write)
+
+            async def write(conn: Connection) -> tuple[None, Jobs]:
+                # Sorted, so concurrent requests lock digest rows in one order (no deadlock on PostgreSQL).
+                for delivery in sorted(joins, key=lambda d: (d["user_id"], d["channel"])):
+                    delivery["digest_id"] = await digest.join(
+                        conn, delivery["user_id"], delivery["channel"], now=now, interval=self.settings.digest_interval
+                    )
+                await self._insert(conn, [accepted])
+                return None, jobs
+
+            await commit_then_enqueue(self.store.db, self.queue, write)
         else:
-            await self._commits.write(write)
+            await self._commits.write(accepted)
         metrics.NOTIFY_ACCEPTED.labels(request.priority).inc()
         for delivery in deliveries:
             if delivery["status"] == "skipped":
                 metrics.NOTIFY_DELIVERIES.labels(delivery["channel"], "skipped").inc()
         return response
 
-    async def _commit_one(self, write: Write) -> None:
+    async def _commit(self, accepted: Sequence[Acceptance]) -> None:
+        async def write(conn: Connection) -> tuple[None, Jobs]:
+            await self._insert(conn, accepted)
+            return None, [job for one in accepted for job in one.jobs]
+
         await commit_then_enqueue(self.store.db, self.queue, write)
 
-    async def _commit_many(self, writes: Sequence[Write]) -> None:
-        async def every(conn: Connection) -> tuple[None, Jobs]:
-            jobs: Jobs = []
-            for write in writes:
-                jobs += (await write(conn))[1]
-            return None, jobs
+    async def _commit_one(self, accepted: Acceptance) -> None:
+        await self._commit([accepted])
 
-        await commit_then_enqueue(self.store.db, self.queue, every)
+    async def _insert(self, conn: Connection, accepted: Sequence[Acceptance]) -> None:
+        await self.store.insert_notifications(
+            conn,
+            [one.notification for one in accepted],
+            [delivery for one in accepted for delivery in one.deliveries],
+            [row for one in accepted for row in one.idempotency],
+        )
 
     async def status(self, notification_id: str) -> dict[str, Any] | None:
         notification = await self.store.notification(notification_id)

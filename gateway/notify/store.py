@@ -58,6 +58,13 @@ DELIVERY_COLUMNS = (
     "notification_id", "user_id", "channel", "status", "reason", "address", "digest_id", "due_at", "created_at",
     "updated_at",
 )  # fmt: skip
+NOTIFICATION_COLUMNS = (
+    "id", "template_id", "priority", "channels", "data", "contents", "created_by", "created_at", "scheduled_at",
+    "recipient_count",
+)  # fmt: skip
+IDEMPOTENCY_COLUMNS = ("key", "fingerprint", "notification_id", "response", "created_at")
+#: Parameters per multi-row INSERT, within both dialects' limits (SQLite's is 32,766 since 3.32).
+INSERT_PARAMETERS_MAX = 5000
 #: Besides `retrying` (and `sending` with an expired lease), the statuses a job may claim.
 CLAIMABLE = {"send": ("queued", "scheduled"), "digest": ("digest", "digest"), "attach": ("scheduled", "scheduled")}
 #: Receipt status → the statuses it may move a delivery from (a receipt never moves one backwards).
@@ -112,6 +119,16 @@ def key_clause(job: Job, start: int = 1) -> tuple[str, list[Any]]:
     )
 
 
+async def _insert_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+    width = len(columns)
+    per_statement = INSERT_PARAMETERS_MAX // width
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        values = ", ".join(f"({placeholders(1 + i * width, width)})" for i in range(len(chunk)))
+        args = [row[column] for row in chunk for column in columns]
+        await conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}", *args)
+
+
 class NotificationStore:
     def __init__(self, database: Database) -> None:
         self.db = database
@@ -119,18 +136,14 @@ class NotificationStore:
     async def migrate(self) -> None:
         await self.db.migrate(MIGRATIONS)
 
-    async def insert_notification(self, conn: Connection, row: Row, deliveries: Sequence[Row]) -> None:
-        columns = list(row)
-        await conn.execute(
-            f"INSERT INTO notify_notifications ({', '.join(columns)}) VALUES ({placeholders(1, len(columns))})",
-            *row.values(),
-        )
-        width = len(DELIVERY_COLUMNS)
-        for start in range(0, len(deliveries), 500):  # bounded by both dialects' parameter limits
-            chunk = deliveries[start : start + 500]
-            values = ", ".join(f"({placeholders(1 + i * width, width)})" for i in range(len(chunk)))
-            args = [delivery[column] for delivery in chunk for column in DELIVERY_COLUMNS]
-            await conn.execute(f"INSERT INTO notify_deliveries ({', '.join(DELIVERY_COLUMNS)}) VALUES {values}", *args)
+    async def insert_notifications(
+        self, conn: Connection, notifications: Sequence[Row], deliveries: Sequence[Row], idempotency: Sequence[Row]
+    ) -> None:
+        """Notifications with their deliveries and idempotency keys, each table in as few statements as the
+        parameter limits allow (one acceptance, or a group commit of many)."""
+        await _insert_rows(conn, "notify_idempotency", IDEMPOTENCY_COLUMNS, idempotency)
+        await _insert_rows(conn, "notify_notifications", NOTIFICATION_COLUMNS, notifications)
+        await _insert_rows(conn, "notify_deliveries", DELIVERY_COLUMNS, deliveries)
 
     async def notification(self, notification_id: str) -> Row | None:
         return await self.db.fetchrow("SELECT * FROM notify_notifications WHERE id = $1", notification_id)
