@@ -144,6 +144,7 @@ class NotificationService:
         if self._preparing is not None:
             self._preparing.cancel()
         self._commits.close()
+        self.store.close()
         await self.workers.aclose()
         await asyncio.gather(*(channel.aclose() for channel in self.channels.values()))
 

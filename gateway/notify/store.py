@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gateway.batching import Coalescer, settle, settle_all
 from gateway.engines.database import Connection, Database, Migration, Row
+from gateway.exceptions import StorageError
 from gateway.notify.models import Job, Preferences
 
 MIGRATIONS = [
@@ -65,6 +67,10 @@ NOTIFICATION_COLUMNS = (
 IDEMPOTENCY_COLUMNS = ("key", "fingerprint", "notification_id", "response", "created_at")
 #: Parameters per multi-row INSERT, within both dialects' limits (SQLite's is 32,766 since 3.32).
 INSERT_PARAMETERS_MAX = 5000
+#: Preference lookups of at most this many users share a SELECT with the lookups waiting beside them, up to
+#: SHARED_READS_MAX lookups a statement.
+SHARED_READ_USERS_MAX = 50
+SHARED_READS_MAX = 64
 #: Besides `retrying` (and `sending` with an expired lease), the statuses a job may claim.
 CLAIMABLE = {"send": ("queued", "scheduled"), "digest": ("digest", "digest"), "attach": ("scheduled", "scheduled")}
 #: Receipt status → the statuses it may move a delivery from (a receipt never moves one backwards).
@@ -132,6 +138,14 @@ async def _insert_rows(conn: Connection, table: str, columns: Sequence[str], row
 class NotificationStore:
     def __init__(self, database: Database) -> None:
         self.db = database
+        self._preference_reads: Coalescer[tuple[str, ...]] = Coalescer(
+            self._read_shared,
+            max_batch=SHARED_READS_MAX,
+            closing_error=lambda: StorageError("the notification store is closing"),
+        )
+
+    def close(self) -> None:
+        self._preference_reads.close()
 
     async def migrate(self) -> None:
         await self.db.migrate(MIGRATIONS)
@@ -302,6 +316,23 @@ class NotificationStore:
         )
 
     async def preferences(self, user_ids: Sequence[str]) -> dict[str, Preferences]:
+        """The stored preferences of `user_ids` (a user without any is absent). Concurrent lookups of a few users
+        share one SELECT: under load, each accepted notification would otherwise pay a round trip for it."""
+        if len(user_ids) > SHARED_READ_USERS_MAX:
+            return await self._read_preferences(user_ids)
+        found: dict[str, Preferences] = await self._preference_reads.submit(tuple(user_ids))
+        return found
+
+    async def _read_shared(self, batch: list[tuple[tuple[str, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            found = await self._read_preferences(sorted({user for users, _future in batch for user in users}))
+        except Exception as exc:
+            settle_all(batch, exc)
+            return
+        for users, future in batch:
+            settle(future, None, {user: found[user] for user in users if user in found})
+
+    async def _read_preferences(self, user_ids: Sequence[str]) -> dict[str, Preferences]:
         found: dict[str, Preferences] = {}
         for start in range(0, len(user_ids), 500):
             chunk = list(user_ids[start : start + 500])

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.engines.database import Connection, UniqueViolation
-from gateway.notify.models import parse_request
+from gateway.notify.models import Preferences, parse_request
 from gateway.notify.service import NotificationService
 from tests.notify.harness import bare_service, gateway_yaml, webhook_channel
 
@@ -81,3 +81,26 @@ async def test_a_lone_acceptance_is_written_at_once(engine_yaml: str) -> None:
         opened = counting_transactions(service)
         await asyncio.wait_for(create(service), 5)
         assert opened[0] == 1
+
+
+async def test_concurrent_preference_lookups_share_a_select_and_each_gets_its_own(engine_yaml: str) -> None:
+    text = gateway_yaml(engine_yaml, channels=webhook_channel("http://127.0.0.1:9/hook"))
+    async with bare_service(text) as service:
+        users = [f"user-{i}" for i in range(30)]
+        for user in users[::3]:
+            await service.store.put_preferences(Preferences(user, channels=(), stored=True), now=1.0)
+        database = service.store.db
+        selects = [0]
+        fetch = database.fetch
+
+        async def counting_fetch(sql: str, *args: Any) -> Any:
+            selects[0] += "notify_preferences" in sql
+            return await fetch(sql, *args)
+
+        database.fetch = counting_fetch  # type: ignore[method-assign]
+        found = await asyncio.gather(*(service.store.preferences([user]) for user in users))
+        assert selects[0] <= 5, f"{selects[0]} SELECTs for 30 lookups"
+        for user, answer in zip(users, found, strict=True):
+            assert set(answer) == ({user} if user in users[::3] else set())
+            if answer:
+                assert answer[user].channels == () and answer[user].user_id == user
