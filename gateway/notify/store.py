@@ -125,14 +125,19 @@ def key_clause(job: Job, start: int = 1) -> tuple[str, list[Any]]:
     )
 
 
-async def _insert_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+async def insert_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Rows of values, in `columns`' order, in as few multi-row INSERTs as the parameter limit allows."""
     width = len(columns)
     per_statement = INSERT_PARAMETERS_MAX // width
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
         values = ", ".join(f"({placeholders(1 + i * width, width)})" for i in range(len(chunk)))
-        args = [row[column] for row in chunk for column in columns]
+        args = [value for row in chunk for value in row]
         await conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}", *args)
+
+
+def _values(rows: Sequence[Row], columns: Sequence[str]) -> list[list[Any]]:
+    return [[row[column] for column in columns] for row in rows]
 
 
 class NotificationStore:
@@ -155,9 +160,12 @@ class NotificationStore:
     ) -> None:
         """Notifications with their deliveries and idempotency keys, each table in as few statements as the
         parameter limits allow (one acceptance, or a group commit of many)."""
-        await _insert_rows(conn, "notify_idempotency", IDEMPOTENCY_COLUMNS, idempotency)
-        await _insert_rows(conn, "notify_notifications", NOTIFICATION_COLUMNS, notifications)
-        await _insert_rows(conn, "notify_deliveries", DELIVERY_COLUMNS, deliveries)
+        for table, columns, rows in (
+            ("notify_idempotency", IDEMPOTENCY_COLUMNS, idempotency),
+            ("notify_notifications", NOTIFICATION_COLUMNS, notifications),
+            ("notify_deliveries", DELIVERY_COLUMNS, deliveries),
+        ):
+            await insert_rows(conn, table, columns, _values(rows, columns))
 
     async def notification(self, notification_id: str) -> Row | None:
         return await self.db.fetchrow("SELECT * FROM notify_notifications WHERE id = $1", notification_id)

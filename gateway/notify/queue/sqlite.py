@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from gateway.engines.database import Connection, Database, Migration
 from gateway.notify.models import Job
 from gateway.notify.queue.base import Queue, Received
-from gateway.notify.store import placeholders
+from gateway.notify.store import insert_rows
 
 MIGRATIONS = [
     Migration(
@@ -30,7 +30,6 @@ MIGRATIONS = [
         """,
     )
 ]
-_COLUMNS = 4
 
 
 class SqliteQueue(Queue):
@@ -49,15 +48,10 @@ class SqliteQueue(Queue):
     async def enqueue(self, jobs: Sequence[tuple[Job, float]], *, conn: Connection | None = None) -> None:
         if not jobs:
             return
-        for start in range(0, len(jobs), 500):
-            chunk = jobs[start : start + 500]
-            values = ", ".join(f"({placeholders(1 + i * _COLUMNS, _COLUMNS)})" for i in range(len(chunk)))
-            args = [arg for job, at in chunk for arg in (uuid.uuid4().hex, job.channel, job.encode(), at)]
-            sql = f"INSERT INTO notify_queue (id, channel, job, visible_at) VALUES {values}"
-            if conn is not None:
-                await conn.execute(sql, *args)
-            else:
-                await self.db.execute(sql, *args)
+        rows = [(uuid.uuid4().hex, job.channel, job.encode(), at) for job, at in jobs]
+        await insert_rows(
+            conn if conn is not None else self.db, "notify_queue", ("id", "channel", "job", "visible_at"), rows
+        )
         if conn is None:
             self.wake(job.channel for job, _ in jobs)
 
